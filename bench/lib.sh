@@ -498,7 +498,7 @@ run_load() {
 	fi
 	printf '%s\t%s\t%s\t%s\t%s\n' "$sec" "$r" "$t" "$line" "$NOISE" >>"$RESULTS"
 	# shellcheck disable=SC2086 # $line is split into its fields on purpose
-	log "$(printf '%-5s r%-2s %-12s rps %-10s p50 %-7s p90 %-7s p99 %-7s err %-4s foreign-cpu %s%%' "$sec" "$r" "$t" $line "$NOISE")"
+	log "$(printf '%-5s r%-2s %-16s rps %-10s p50 %-7s p90 %-7s p99 %-7s err %-4s foreign-cpu %s%%' "$sec" "$r" "$t" $line "$NOISE")"
 }
 
 # start_load SECTION TARGET SECONDS OUTFILE: start the load generator, set LOADPID.
@@ -590,7 +590,7 @@ summarize() {
 	$1 == sec { k = $3 SUBSEP $2; rps[k] = $4; p50[k] = $5; p90[k] = $6; p99[k] = $7; err[$3] += $8; nz[k] = $9; if ($2 + 0 > maxr) maxr = $2 + 0 }
 	END {
 		nt = split(order, T, " "); nr = split(refs, R, " ")
-		printf "%-12s %10s %19s %6s %8s %8s %8s", "target", "rps(med)", "rps min..max", "cv%", "p50 ms", "p90 ms", "p99 ms"
+		printf "%-16s %10s %19s %6s %8s %8s %8s", "target", "rps(med)", "rps min..max", "cv%", "p50 ms", "p90 ms", "p99 ms"
 		for (j = 1; j <= nr; j++) printf " %10s", "x" R[j]
 		printf " %12s %7s %6s\n", "x" R[1] " lo..hi", "noise%", "errors"
 		for (i = 1; i <= nt; i++) {
@@ -601,7 +601,7 @@ summarize() {
 			}
 			if (n == 0) continue
 			mean = s / n; var = ss / n - mean * mean; if (var < 0) var = 0
-			printf "%-12s %10.0f %9.0f..%-9.0f %6.1f %8.2f %8.2f %8.2f", t, med(A, n), mn, mx, 100 * sqrt(var) / mean, med(B, n), med(C, n), med(D, n)
+			printf "%-16s %10.0f %9.0f..%-9.0f %6.1f %8.2f %8.2f %8.2f", t, med(A, n), mn, mx, 100 * sqrt(var) / mean, med(B, n), med(C, n), med(D, n)
 			for (j = 1; j <= nr; j++) {
 				m = 0
 				for (r = 1; r <= maxr; r++) if ((t SUBSEP r) in rps && (R[j] SUBSEP r) in rps && rps[R[j] SUBSEP r] > 0) { m++; Q[m] = rps[t SUBSEP r] / rps[R[j] SUBSEP r] }
@@ -638,9 +638,9 @@ mem_table() { # TARGET...
 	{ k = $1 SUBSEP $2; if (!(k in rss) || $3 > rss[k]) { rss[k] = $3; pss[k] = $4; np[k] = $5 } }
 	function f(t, ph) { k = t SUBSEP ph; return (k in rss) ? sprintf("%7.1f/%-7.1f", rss[k] / 1024, pss[k] / 1024) : sprintf("%15s", "-") }
 	END {
-		printf "%-12s %5s %15s %15s %15s %15s\n", "target", "procs", "idle(start)", "HTTP load", "gRPC load", "idle(after)"
+		printf "%-16s %5s %15s %15s %15s %15s\n", "target", "procs", "idle(start)", "HTTP load", "gRPC load", "idle(after)"
 		n = split(order, T, " ")
-		for (i = 1; i <= n; i++) { t = T[i]; printf "%-12s %5s %15s %15s %15s %15s\n", t, np[t SUBSEP "idle-start"], f(t, "idle-start"), f(t, "load-http"), f(t, "load-grpc"), f(t, "idle-after") }
+		for (i = 1; i <= n; i++) { t = T[i]; printf "%-16s %5s %15s %15s %15s %15s\n", t, np[t SUBSEP "idle-start"], f(t, "idle-start"), f(t, "load-http"), f(t, "load-grpc"), f(t, "idle-after") }
 	}' "$MEMFILE"
 }
 
