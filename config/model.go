@@ -63,6 +63,7 @@ type Config struct {
 	GracefulShutdown       Duration `json:"dapr_graceful_shutdown_seconds"`
 	APIToken               string   `json:"api_token"`     // DAPR_API_TOKEN
 	AppAPIToken            string   `json:"app_api_token"` // APP_API_TOKEN
+	Mode                   string   `json:"mode"`          // standalone (the only mode supported)
 
 	// Envoy-style model.
 	Listeners      []Listener     `json:"listeners"`
@@ -72,6 +73,16 @@ type Config struct {
 	Components     []Component    `json:"components"`
 	Subscriptions  []Subscription `json:"subscriptions"`
 	AccessControl  *AccessControl `json:"access_control"`
+
+	// Skipped lists the Dapr resources that were read but not used (kinds
+	// switchyard does not handle yet), as "<file>: <kind> <name>", so that
+	// the runtime can warn about them.
+	Skipped []string `json:"-"`
+	// Source names the file(s) the config was read from, for messages.
+	Source string `json:"-"`
+	// origin maps a top-level key to where its value came from (a file,
+	// "flag --x", "env X" or "defaults"), for validation messages.
+	origin map[string]string
 }
 
 // Listener is one socket (or set of addresses) with a protocol and a chain.

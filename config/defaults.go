@@ -1,0 +1,143 @@
+package config
+
+import (
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Model defaults that are not daprd settings.
+const (
+	DefaultNamespace     = "default"
+	DefaultLBPolicy      = "round_robin"
+	DefaultInMemoryType  = "pubsub.in-memory"
+	DefaultAdminAddress  = "127.0.0.1" // the admin endpoints are never exposed by default
+	DefaultMetricsAddr   = "0.0.0.0"   // daprd's metrics listen address
+	DefaultTrustDomain   = "public"    // Dapr's trust domain when none is given
+	ActionAllow          = "allow"
+	ActionDeny           = "deny"
+	defaultComponentVers = "v1"
+)
+
+// ApplyDefaults fills what the configuration leaves out with daprd's
+// behaviour. It does not touch ports (0 is meaningful: a free port); the
+// built-in port defaults are those of the flags (see Defaults).
+//
+//   - no listeners: daprd's set, each with the router as its only filter:
+//     dapr_http (HTTP API on every dapr_listen_addresses at dapr_http_port,
+//     all interfaces when none), dapr_grpc (gRPC API, same addresses at
+//     dapr_grpc_port), dapr_internal (all interfaces at
+//     dapr_internal_grpc_port), metrics (0.0.0.0:metrics_port, when
+//     enabled), admin (127.0.0.1:admin_port);
+//   - no pubsub.* component: the in-memory one, named "pubsub";
+//   - namespace: $NAMESPACE, else "default"; name resolution: "local";
+//     clusters: round_robin; Dapr's access-control defaults.
+//
+// Listeners that the configuration lists are kept as given.
+func (c *Config) ApplyDefaults() {
+	if c.origin == nil {
+		c.origin = map[string]string{}
+	}
+	if c.Namespace == "" {
+		c.Namespace = os.Getenv(EnvNamespace)
+		if c.Namespace == "" {
+			c.Namespace = DefaultNamespace
+		}
+	}
+	if c.Mode == "" {
+		c.Mode = ModeStandalone
+	}
+	if c.AppProtocol == "" {
+		c.AppProtocol = "http"
+	}
+	c.AppProtocol = strings.ToLower(c.AppProtocol)
+	if c.AppChannelAddress == "" {
+		c.AppChannelAddress = "127.0.0.1"
+	}
+	if c.AppMaxConcurrency < 0 {
+		c.AppMaxConcurrency = 0
+	}
+	if c.EnableMetrics == nil {
+		t := true
+		c.EnableMetrics = &t
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.DaprHTTPMaxRequestSize == 0 {
+		c.DaprHTTPMaxRequestSize = 4
+	}
+	if c.DaprHTTPReadBufferSize == 0 {
+		c.DaprHTTPReadBufferSize = 4
+	}
+
+	if len(c.Listeners) == 0 {
+		c.Listeners = c.defaultListeners()
+		c.origin["listeners"] = "defaults"
+	}
+
+	hasPubSub := false
+	for _, comp := range c.Components {
+		if strings.HasPrefix(comp.Type, "pubsub.") {
+			hasPubSub = true
+			break
+		}
+	}
+	if !hasPubSub {
+		c.Components = append(c.Components, Component{Name: DefaultPubSub, Type: DefaultInMemoryType, Version: defaultComponentVers})
+	}
+
+	if c.NameResolution.Scheme == "" {
+		c.NameResolution.Scheme = DefaultScheme
+	}
+	for i := range c.Clusters {
+		if c.Clusters[i].LBPolicy == "" {
+			c.Clusters[i].LBPolicy = DefaultLBPolicy
+		}
+	}
+
+	if ac := c.AccessControl; ac != nil {
+		if ac.DefaultAction == "" && ac.TrustDomain == "" && len(ac.Policies) == 0 {
+			c.AccessControl = nil // an empty section: no access control, as in Dapr
+		} else {
+			if ac.TrustDomain == "" {
+				ac.TrustDomain = DefaultTrustDomain
+			}
+			ac.DefaultAction = strings.ToLower(ac.DefaultAction)
+			if ac.DefaultAction == "" {
+				// Dapr: policies without a global default deny by default.
+				ac.DefaultAction = ActionAllow
+				if len(ac.Policies) > 0 {
+					ac.DefaultAction = ActionDeny
+				}
+			}
+		}
+	}
+}
+
+// defaultListeners builds daprd's listeners from the port settings.
+func (c *Config) defaultListeners() []Listener {
+	router := func() []FilterSpec { return []FilterSpec{{Name: RouterFilter}} }
+	hosts := c.DaprListenAddresses
+	if len(hosts) == 0 {
+		hosts = []string{""} // daprd: all interfaces
+	}
+	at := func(port int) []string {
+		out := make([]string, len(hosts))
+		for i, h := range hosts {
+			out[i] = net.JoinHostPort(h, strconv.Itoa(port))
+		}
+		return out
+	}
+	ls := []Listener{
+		{Name: DefaultHTTPName, Kind: ListenerHTTP, Addresses: at(c.DaprHTTPPort), Filters: router()},
+		{Name: DefaultGRPCName, Kind: ListenerGRPC, Addresses: at(c.DaprGRPCPort), Filters: router()},
+		{Name: DefaultIntName, Kind: ListenerInternal, Addresses: []string{net.JoinHostPort("", strconv.Itoa(c.DaprInternalGRPCPort))}, Filters: router()},
+	}
+	if c.EnableMetrics == nil || *c.EnableMetrics {
+		ls = append(ls, Listener{Name: DefaultMetrics, Kind: ListenerMetrics, Addresses: []string{net.JoinHostPort(DefaultMetricsAddr, strconv.Itoa(c.MetricsPort))}, Filters: router()})
+	}
+	ls = append(ls, Listener{Name: DefaultAdmin, Kind: ListenerAdmin, Addresses: []string{net.JoinHostPort(DefaultAdminAddress, strconv.Itoa(c.AdminPort))}, Filters: router()})
+	return ls
+}
