@@ -8,7 +8,7 @@
 # All knobs are also environment variables; see lib.sh and README.md.
 set -uo pipefail
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 PEERS=${PEERS:-nginx-w1 nginx-auto haproxy caddy}
 while (($#)); do

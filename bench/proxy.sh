@@ -24,7 +24,7 @@
 #   proxy/direct rps ratio: 0.43  proxy/nginx rps ratio: 1.10  p99 ms: 1.9
 set -uo pipefail
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 NO_HTTP=0 P_CMD="" P_PORT="" P_PATH="" P_READY="" P_NAME=proxy P_GRPC_PORT="" P_GRPC_HDR=""
 READY_TIMEOUT=30 NGINX_REF=${NGINX_REF:-nginx-auto} EXTRA_PEERS=${EXTRA_PEERS:-}

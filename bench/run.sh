@@ -34,7 +34,7 @@
 #   switchyard/direct rps ratio: X  switchyard/nginx rps ratio: Y  p99 ms: Z (nginx p99 ms: W)
 set -uo pipefail
 
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 SCENARIO=one-hop GRPC_MODE=${GRPC_MODE:-auto} PROXY_CMD="" SY_NAME=switchyard
 NGINX_REF=${NGINX_REF:-nginx-auto} EXTRA_PEERS=${EXTRA_PEERS:-} READY_TIMEOUT=${READY_TIMEOUT:-30}
@@ -92,7 +92,7 @@ start_sidecar() {
 	for p in $b $((b + 1)) $((b + 2)) $((b + 3)) $((b + 4)); do
 		port_free "$p" || die "port $p busy (set SY_PORT_BASE to move the sidecar ports)"
 	done
-	SY_HTTP[$name]=$b SY_GRPC[$name]=$((b + 1)) SY_INTERNAL[$name]=$((b + 2))
+	SY_HTTP[$name]=$b SY_INTERNAL[$name]=$((b + 2))
 	local -a cmd
 	if [[ -n $PROXY_CMD ]]; then
 		cmd=(env SY_HTTP_PORT="$b" SY_GRPC_PORT=$((b + 1)) SY_INTERNAL_PORT=$((b + 2))
@@ -124,7 +124,7 @@ start_sidecar() {
 	T_GRPC[$name]="127.0.0.1:$((b + 1))"
 	T_GRPC_HDR[$name]="dapr-app-id: app"
 }
-declare -A SY_HTTP=() SY_GRPC=() SY_INTERNAL=()
+declare -A SY_HTTP=() SY_INTERNAL=()
 
 # stop_target NAME: end a target's session (e.g. a sidecar that is not measured).
 stop_target() {

@@ -22,7 +22,7 @@
 #   switchyard RSS MiB: idle X  after one-hop load Y  peak Z
 set -uo pipefail
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 STARTS=${STARTS:-20} LOAD_SECONDS=${LOAD_SECONDS:-5} DO_LOAD=1 DO_REF=1 PROXY_CMD=""
 while (($#)); do
@@ -116,7 +116,7 @@ if ((DO_LOAD)); then
 	code=$(curl -s -o /dev/null --max-time 3 -w '%{http_code}' "$URL")
 	[[ $code == 200 ]] || die "GET $URL answered $code; the after-load RSS needs one-hop invocation"
 	wrk -t"$THREADS" -c"$CONNS" -d"${LOAD_SECONDS}s" "$URL" >"$WORK/raw/startup-load.txt" 2>&1
-	read -r LOAD_RSS LOAD_HWM < <(rss_of switchyard)
+	read -r LOAD_RSS _ < <(rss_of switchyard)
 	sleep 2
 	read -r AFTER_RSS AFTER_HWM < <(rss_of switchyard)
 	rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$WORK/raw/startup-load.txt")
