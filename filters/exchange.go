@@ -4,6 +4,7 @@
 package filters
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -77,6 +78,7 @@ type Exchange struct {
 	Method []byte // invoke: method, may contain '/'
 	PubSub []byte // publish, deliver: component name
 	Topic  []byte // publish, deliver: topic, may contain '/'
+	Bulk   bool   // publish: the body is a bulk publish request
 
 	// Req is the request: verb, headers (lower- or canonical-case names), query
 	// string in its URI, body. Its URI path is the listener's, not the app's:
@@ -107,6 +109,7 @@ type Exchange struct {
 	Scratch []byte
 
 	keyBuf   []byte
+	addrBuf  []byte
 	ownsReq  bool
 	values   []value
 	released bool
@@ -165,13 +168,13 @@ func ReleaseExchange(ex *Exchange) {
 }
 
 func (ex *Exchange) reset() {
-	keyBuf := ex.keyBuf[:0]
+	keyBuf, addrBuf := ex.keyBuf[:0], ex.addrBuf[:0]
 	scratch := ex.Scratch[:0]
 	vals := ex.values[:0]
 	for i := range ex.values {
 		ex.values[i] = value{}
 	}
-	*ex = Exchange{keyBuf: keyBuf, Scratch: scratch, values: vals}
+	*ex = Exchange{keyBuf: keyBuf, addrBuf: addrBuf, Scratch: scratch, values: vals}
 }
 
 // SetValue attaches a per-exchange value for later filters (like
@@ -194,6 +197,17 @@ func (ex *Exchange) Value(key any) any {
 		}
 	}
 	return nil
+}
+
+// SetRemoteAddr sets RemoteAddr to the text form of ip, without allocating
+// once the exchange has been used.
+func (ex *Exchange) SetRemoteAddr(ip netip.Addr) {
+	if !ip.IsValid() {
+		ex.RemoteAddr = nil
+		return
+	}
+	ex.addrBuf = ip.Unmap().AppendTo(ex.addrBuf[:0])
+	ex.RemoteAddr = ex.addrBuf
 }
 
 // SetInvoke sets the logical route to /invoke/<appID>/method/<method>.

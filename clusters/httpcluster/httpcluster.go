@@ -1,0 +1,288 @@
+// Package httpcluster is the cluster for HTTP upstreams: the local app of an
+// HTTP sidecar, or any set of HTTP endpoints a route names. It rewrites the
+// exchange's request for the app (path = the invoked method, query kept),
+// drops hop-by-hop headers, sets daprd's forwarding headers, and sends it
+// over a pooled keep-alive fasthttp client per endpoint.
+package httpcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/codes"
+
+	"github.com/switchyard-proxy/switchyard/filters"
+)
+
+// Options configure a cluster.
+type Options struct {
+	Name           string
+	AppID          string // our own app id: dapr-callee-app-id for the local app, caller id for self-invocation
+	Endpoints      []string
+	LBPolicy       string // round_robin (default) | least_request | random
+	MaxConcurrency int    // 0: unlimited (--app-max-concurrency)
+	MaxConns       int    // per endpoint; 0: 1024
+	ConnectTimeout time.Duration
+	Timeout        time.Duration // per request unless the route sets one; 0: none
+	AppAPIToken    string        // sent as dapr-api-token (APP_API_TOKEN)
+	// Eject is how long an endpoint that refused a connection is skipped (0: 5 s).
+	Eject time.Duration
+}
+
+type endpoint struct {
+	client   *fasthttp.HostClient
+	host     []byte
+	inflight atomic.Int64
+	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
+}
+
+// Cluster is an HTTP cluster.
+type Cluster struct {
+	opts     Options
+	eps      []*endpoint
+	sem      chan struct{}
+	rr       atomic.Uint32
+	leastReq bool
+	random   bool
+	appID    []byte
+	appToken []byte
+	eject    time.Duration
+	closed   atomic.Bool
+}
+
+var _ filters.Handler = (*Cluster)(nil)
+
+// New builds a cluster. It dials nothing until the first request.
+func New(o Options) (*Cluster, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, fmt.Errorf("httpcluster: %s: no endpoints", o.Name)
+	}
+	c := &Cluster{opts: o, appID: []byte(o.AppID), appToken: []byte(o.AppAPIToken), eject: o.Eject}
+	if c.eject == 0 {
+		c.eject = 5 * time.Second
+	}
+	switch o.LBPolicy {
+	case "", "round_robin":
+	case "least_request":
+		c.leastReq = true
+	case "random":
+		c.random = true
+	default:
+		return nil, fmt.Errorf("httpcluster: %s: unknown lb_policy %q", o.Name, o.LBPolicy)
+	}
+	if o.MaxConcurrency > 0 {
+		c.sem = make(chan struct{}, o.MaxConcurrency)
+	}
+	maxConns := o.MaxConns
+	if maxConns <= 0 {
+		maxConns = 1024
+	}
+	ct := o.ConnectTimeout
+	if ct <= 0 {
+		ct = 5 * time.Second
+	}
+	for _, addr := range o.Endpoints {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("httpcluster: %s: endpoint %q: %w", o.Name, addr, err)
+		}
+		dialer := &fasthttp.TCPDialer{Concurrency: 0}
+		c.eps = append(c.eps, &endpoint{
+			host: []byte(addr),
+			client: &fasthttp.HostClient{
+				Addr:                          addr,
+				MaxConns:                      maxConns,
+				MaxIdleConnDuration:           60 * time.Second,
+				ReadBufferSize:                8192,
+				WriteBufferSize:               8192,
+				NoDefaultUserAgentHeader:      true,
+				DisableHeaderNamesNormalizing: true,
+				DisablePathNormalizing:        true,
+				Dial:                          func(a string) (net.Conn, error) { return dialer.DialTimeout(a, ct) },
+			},
+		})
+	}
+	return c, nil
+}
+
+// Close releases idle connections. In-flight requests finish.
+func (c *Cluster) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	for _, ep := range c.eps {
+		ep.client.CloseIdleConnections()
+	}
+	return nil
+}
+
+var hopHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+const (
+	hdrCaller     = "dapr-caller-app-id"
+	hdrCallee     = "dapr-callee-app-id"
+	hdrToken      = "dapr-api-token"
+	hdrXFF        = "X-Forwarded-For"
+	hdrXFHost     = "X-Forwarded-Host"
+	hdrForwarded  = "Forwarded"
+	hdrConnection = "Connection"
+)
+
+// Handle sends the exchange to one endpoint and leaves the app's answer in
+// ex.Resp.
+func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
+	if ex.Stream != nil {
+		return filters.ErrStreamUnsupported
+	}
+	if c.sem != nil {
+		select {
+		case c.sem <- struct{}{}:
+			defer func() { <-c.sem }()
+		case <-ctx.Done():
+			return c.fail(ex, ctx.Err(), codes.Canceled)
+		}
+	}
+	req := ex.Req
+	ep := c.pick()
+	c.rewrite(ex, req, ep.host)
+	ep.inflight.Add(1)
+	var err error
+	timeout := ex.Timeout
+	if timeout == 0 {
+		timeout = c.opts.Timeout
+	}
+	if timeout > 0 {
+		err = ep.client.DoTimeout(req, ex.Resp, timeout)
+	} else {
+		err = ep.client.Do(req, ex.Resp)
+	}
+	ep.inflight.Add(-1)
+	if err != nil {
+		gc := codes.Internal
+		switch {
+		case errors.Is(err, fasthttp.ErrTimeout):
+			gc = codes.DeadlineExceeded
+		case isRefused(err):
+			ep.ejected.Store(time.Now().Add(c.eject).UnixNano())
+			gc = codes.Unavailable
+		case errors.Is(err, fasthttp.ErrNoFreeConns), errors.Is(err, fasthttp.ErrConnectionClosed):
+			gc = codes.Unavailable
+		}
+		return c.fail(ex, err, gc)
+	}
+	ex.Resp.Header.ResetConnectionClose()
+	ex.Resp.Header.Del("Keep-Alive")
+	return nil
+}
+
+func (c *Cluster) fail(ex *filters.Exchange, err error, gc codes.Code) error {
+	return filters.NewError(filters.ErrCodeDirectInvoke, http.StatusInternalServerError, gc,
+		"failed to invoke, id: %s, err: %v", ex.AppID, err)
+}
+
+// rewrite turns the listener's request into the app's: path "/<method>",
+// same query, no hop-by-hop headers, forwarding and Dapr headers set.
+func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream []byte) {
+	hdr := &req.Header
+	// Headers named in Connection are hop-by-hop too.
+	if conn := hdr.Peek(hdrConnection); len(conn) > 0 && !bytes.EqualFold(conn, []byte("close")) && !bytes.EqualFold(conn, []byte("keep-alive")) {
+		for _, name := range bytes.Split(conn, []byte(",")) {
+			hdr.DelBytes(bytes.TrimSpace(name))
+		}
+	}
+	for _, h := range hopHeaders {
+		hdr.Del(h)
+	}
+	hdr.ResetConnectionClose()
+
+	uri := append(ex.Scratch[:0], '/')
+	m := ex.Method
+	if len(m) > 0 && m[0] == '/' {
+		m = m[1:]
+	}
+	uri = append(uri, m...)
+	if q := req.URI().QueryString(); len(q) > 0 {
+		uri = append(uri, '?')
+		uri = append(uri, q...)
+	}
+	// Forwarding headers, from the host the caller used.
+	host := hdr.Host()
+	fwd := append(uri[len(uri):], "for="...)
+	if len(ex.RemoteAddr) > 0 {
+		hdr.SetBytesV(hdrXFF, ex.RemoteAddr)
+		fwd = append(fwd, ex.RemoteAddr...)
+	}
+	if len(host) > 0 {
+		hdr.SetBytesV(hdrXFHost, host)
+		fwd = append(fwd, ";host="...)
+		fwd = append(fwd, host...)
+	}
+	if len(ex.RemoteAddr) > 0 || len(host) > 0 {
+		hdr.SetBytesV(hdrForwarded, fwd)
+	}
+	ex.Scratch = uri
+	req.SetRequestURIBytes(uri)
+	hdr.SetHostBytes(upstream)
+
+	if len(ex.CallerAppID) > 0 {
+		hdr.SetBytesV(hdrCaller, ex.CallerAppID)
+	} else {
+		hdr.SetBytesV(hdrCaller, c.appID)
+	}
+	hdr.SetBytesV(hdrCallee, c.appID)
+	if len(c.appToken) > 0 {
+		hdr.SetBytesV(hdrToken, c.appToken)
+	} else {
+		hdr.Del(hdrToken)
+	}
+}
+
+func (c *Cluster) pick() *endpoint {
+	if len(c.eps) == 1 {
+		return c.eps[0]
+	}
+	now := time.Now().UnixNano()
+	n := uint32(len(c.eps))
+	if c.leastReq {
+		var best *endpoint
+		for _, ep := range c.eps {
+			if ep.ejected.Load() > now {
+				continue
+			}
+			if best == nil || ep.inflight.Load() < best.inflight.Load() {
+				best = ep
+			}
+		}
+		if best != nil {
+			return best
+		}
+	}
+	start := c.rr.Add(1)
+	if c.random {
+		start = uint32(now>>7) ^ start*2654435761
+	}
+	for i := uint32(0); i < n; i++ {
+		ep := c.eps[(start+i)%n]
+		if ep.ejected.Load() <= now {
+			return ep
+		}
+	}
+	return c.eps[start%n] // all ejected: try anyway
+}
+
+func isRefused(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, fasthttp.ErrDialTimeout)
+}

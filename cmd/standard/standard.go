@@ -1,0 +1,21 @@
+// Package standard imports switchyard's standard set of listeners, filters,
+// cluster kinds, resolvers and brokers, so that they register. A custom
+// build imports it plus its own packages.
+package standard
+
+import (
+	// listeners
+	_ "github.com/switchyard-proxy/switchyard/listeners/admin"
+	_ "github.com/switchyard-proxy/switchyard/listeners/http"
+	_ "github.com/switchyard-proxy/switchyard/listeners/metrics"
+
+	// filters
+	_ "github.com/switchyard-proxy/switchyard/filters/apitoken"
+	_ "github.com/switchyard-proxy/switchyard/filters/metrics"
+	_ "github.com/switchyard-proxy/switchyard/filters/ratelimit"
+	_ "github.com/switchyard-proxy/switchyard/filters/router"
+
+	// name resolution
+	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/dns"
+	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/static"
+)

@@ -1,0 +1,112 @@
+// Package admin is the admin listener, in Envoy's manner: readiness, the
+// configuration being served, clusters, listeners, stats, the log level and
+// a shutdown endpoint. Bind it to loopback.
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/switchyard-proxy/switchyard/config"
+	"github.com/switchyard-proxy/switchyard/listeners"
+	"github.com/switchyard-proxy/switchyard/listeners/metrics"
+)
+
+func init() { listeners.Register(factory{}) }
+
+type factory struct{}
+
+var _ listeners.Factory = factory{}
+
+func (factory) Kind() string { return config.ListenerAdmin }
+
+// Level is the process log level the admin listener may change; cmd sets it.
+var Level *zap.AtomicLevel
+
+func (factory) Start(spec config.Listener, _ *listeners.ChainRef, rt *listeners.Runtime) (listeners.Listener, error) {
+	log := rt.Logger.With(zap.String("scope", "listener.admin"))
+	return metrics.Serve(log, spec, func(ctx *fasthttp.RequestCtx) { serve(ctx, rt) })
+}
+
+func serve(ctx *fasthttp.RequestCtx, rt *listeners.Runtime) {
+	switch string(ctx.Path()) {
+	case "/", "/help":
+		ctx.SetContentType("text/plain")
+		ctx.SetBodyString("GET /ready\nGET /config_dump\nGET /clusters\nGET /listeners\nGET /stats\nPOST /logging?level=debug|info|warn|error\nPOST /quitquitquit\n")
+	case "/ready":
+		if rt.Health.Ready() {
+			ctx.SetBodyString("LIVE\n")
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("NOT READY\n")
+	case "/config_dump":
+		s := rt.Snapshot()
+		if s == nil {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			return
+		}
+		c := *s.Config
+		if c.APIToken != "" {
+			c.APIToken = "[redacted]"
+		}
+		if c.AppAPIToken != "" {
+			c.AppAPIToken = "[redacted]"
+		}
+		writeJSON(ctx, map[string]any{"version": s.Version, "source": s.Source, "config": c})
+	case "/clusters":
+		set := rt.Clusters()
+		if set == nil {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(ctx, map[string]any{"clusters": set.Names(), "remote_apps": set.RemoteApps(), "components": set.Components()})
+	case "/listeners":
+		writeJSON(ctx, rt.Listeners())
+	case "/stats", "/stats/prometheus", "/metrics":
+		var b bytes.Buffer
+		_ = rt.Stats.WritePrometheus(&b)
+		ctx.SetContentType("text/plain; version=0.0.4")
+		ctx.SetBody(b.Bytes())
+	case "/logging":
+		if !ctx.IsPost() {
+			ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+			return
+		}
+		lvl := string(ctx.QueryArgs().Peek("level"))
+		if Level == nil {
+			ctx.SetStatusCode(fasthttp.StatusNotImplemented)
+			return
+		}
+		if err := Level.UnmarshalText([]byte(lvl)); err != nil {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			ctx.SetBodyString(err.Error())
+			return
+		}
+		ctx.SetBodyString("level: " + Level.String() + "\n")
+	case "/quitquitquit":
+		if !ctx.IsPost() {
+			ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+			return
+		}
+		ctx.SetBodyString("OK\n")
+		if rt.Shutdown != nil {
+			go rt.Shutdown()
+		}
+	default:
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+	}
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		ctx.Error(err.Error(), fasthttp.StatusInternalServerError)
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
