@@ -136,12 +136,18 @@ stop_target() {
 	kill -KILL -- "-$sid" 2>/dev/null
 }
 
-# invoke_check NAME: one GET of the loaded URL; sets IC_CODE, IC_BODY.
+# invoke_check NAME: GET the loaded URL until it answers 2xx (at most ~3 s:
+# ready may come a moment before the first route works); sets IC_CODE, IC_BODY.
 invoke_check() {
-	local out
-	out=$(curl -s --max-time 3 -w '\n%{http_code}' "${T_URL[$1]}")
-	IC_CODE=${out##*$'\n'}
-	IC_BODY=${out%$'\n'*}
+	local out i
+	for ((i = 0; i < 15; i++)); do
+		out=$(curl -s --max-time 3 -w '\n%{http_code}' "${T_URL[$1]}")
+		IC_CODE=${out##*$'\n'}
+		IC_BODY=${out%$'\n'*}
+		[[ $IC_CODE == 2?? ]] && return 0
+		sleep 0.2
+	done
+	return 1
 }
 
 # grpc_check NAME: one gRPC echo through the target (a few tries); sets GC_ERR.
