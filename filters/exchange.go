@@ -75,7 +75,7 @@ type Exchange struct {
 	Kind   Kind
 	Key    []byte
 	AppID  []byte // invoke: target app id
-	Method []byte // invoke: method, may contain '/'
+	Method []byte // invoke: method, may contain '/'; deliver: the app's route path
 	PubSub []byte // publish, deliver: component name
 	Topic  []byte // publish, deliver: topic, may contain '/'
 	Bulk   bool   // publish: the body is a bulk publish request

@@ -89,10 +89,29 @@ func (r *ChainRef) Store(c *filters.Chain) { r.p.Store(c) }
 type Health struct {
 	app      atomic.Bool // the app port accepts connections (or there is no app)
 	outbound atomic.Bool // listeners are up
+	once     sync.Once
+	ready    chan struct{}
 }
 
-// SetAppReady records that the app was discovered.
-func (h *Health) SetAppReady(v bool) { h.app.Store(v) }
+func (h *Health) init() { h.once.Do(func() { h.ready = make(chan struct{}) }) }
+
+// SetAppReady records that the app was discovered; the first true closes
+// AppReady's channel.
+func (h *Health) SetAppReady(v bool) {
+	h.init()
+	if v && !h.app.Swap(true) {
+		close(h.ready)
+	} else if !v {
+		h.app.Store(false)
+	}
+}
+
+// AppReady is closed once the app has been discovered (listeners that talk
+// to the app, like subscriptions, wait for it).
+func (h *Health) AppReady() <-chan struct{} {
+	h.init()
+	return h.ready
+}
 
 // SetOutboundReady records that the listeners are serving.
 func (h *Health) SetOutboundReady(v bool) { h.outbound.Store(v) }
