@@ -279,9 +279,13 @@ start_echoapp() {
 # The invoke prefix that peers rewrite away: /v1.0/invoke/app/method/echo -> /echo
 INVOKE_PREFIX=${INVOKE_PREFIX:-/v1.0/invoke/app/method}
 
-start_nginx() { # name workers http_port grpc_port
+# With UPSTREAM_HTTP_PORT (another proxy, for a two-hop chain) the invoke path
+# is passed on unchanged instead of being rewritten to /<m>.
+start_nginx() { # name workers http_port grpc_port [upstream_http_port]
 	need nginx
 	local name=$1 workers=$2 hp=$3 gp=$4 d=$WORK/conf/$1
+	local up=${5:-$APP_HTTP_PORT} pass=http://echo_http/
+	[[ -n ${5:-} ]] && pass=http://echo_http
 	port_free "$hp" || die "port $hp busy"
 	port_free "$gp" || die "port $gp busy"
 	mkdir -p "$d/tmp"
@@ -302,7 +306,7 @@ http {
     uwsgi_temp_path $d/tmp/uwsgi;
     scgi_temp_path $d/tmp/scgi;
     upstream echo_http {
-        server 127.0.0.1:$APP_HTTP_PORT;
+        server 127.0.0.1:$up;
         keepalive 128;
         keepalive_requests 1000000;
         keepalive_timeout 120s;
@@ -318,7 +322,7 @@ http {
         location = /healthz { return 200 "ok\n"; }
         # sidecar-style rewrite: $INVOKE_PREFIX/echo -> /echo
         location $INVOKE_PREFIX/ {
-            proxy_pass http://echo_http/;
+            proxy_pass $pass;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }

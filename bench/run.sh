@@ -232,16 +232,24 @@ if ((DO_GRPC)); then
 	fi
 fi
 
+# The two-hop reference: a second nginx in front of the reference nginx.
+NGINX2=""
+if ((DO_HTTP2)); then
+	NGINX2=nginx-2hop
+	ref_port=${T_URL[$NGINX_REF]#http://127.0.0.1:}
+	start_nginx "$NGINX2" auto $((PEER_PORT_BASE + 5)) $((PEER_PORT_BASE + 105)) "${ref_port%%/*}"
+fi
+
 HTTP_TARGETS=(direct "${PEERS[@]}")
 ((DO_HTTP1)) && HTTP_TARGETS+=("$N_HTTP1")
-((DO_HTTP2)) && HTTP_TARGETS+=("$N_HTTP2")
+((DO_HTTP2)) && HTTP_TARGETS+=("$NGINX2" "$N_HTTP2")
 GRPC_TARGETS=(direct "${PEERS[@]}" "$N_GRPC")
 ALL_TARGETS=("${HTTP_TARGETS[@]}")
 ((DO_GRPC)) && ALL_TARGETS+=("$N_GRPC")
 ((DO_HTTP1 + DO_HTTP2 == 0)) && ALL_TARGETS=("${GRPC_TARGETS[@]}")
 ((DO_HTTP2 && !DO_HTTP1)) && ALL_TARGETS+=("$N_HTTP1") # B's memory, though it is not loaded directly
 
-for t in "${PEERS[@]}" direct; do check_http "$t"; done
+for t in "${PEERS[@]}" direct $NGINX2; do check_http "$t"; done
 if ((DO_GRPC)); then
 	for t in direct "${PEERS[@]}"; do check_grpc "$t"; done
 fi
@@ -264,8 +272,8 @@ for t in "${ALL_TARGETS[@]}"; do record_mem "$t" idle-after; done
 if ((DO_HTTP1 + DO_HTTP2)); then
 	echo
 	echo "== HTTP  wrk -t$THREADS -c$CONNS, ${DURATION}s x $ROUNDS rounds; direct=GET $DIRECT_PATH, others=GET $LOAD_PATH"
-	((DO_HTTP2)) && echo "   $N_HTTP2 = wrk -> $N_HTTP2 (A, app id client) -> $N_HTTP1 (B, internal gRPC) -> app"
-	summarize http "direct $NGINX_REF" "${HTTP_TARGETS[@]}"
+	((DO_HTTP2)) && echo "   $N_HTTP2 = wrk -> $N_HTTP2 (A, app id client) -> $N_HTTP1 (B, internal gRPC) -> app;  $NGINX2 = wrk -> nginx -> $NGINX_REF -> app"
+	summarize http "direct $NGINX_REF $NGINX2" "${HTTP_TARGETS[@]}"
 fi
 if ((DO_GRPC)); then
 	echo
@@ -280,10 +288,10 @@ fi
 echo
 echo "ratios (x...) are medians of per-round ratios against the reference measured in the same round"
 [[ -n $GRPC_SKIPPED ]] && echo "grpc: not measured: $GRPC_SKIPPED"
-summary_line() { # SECTION TARGET PREFIX
-	echo "$3$2/direct rps ratio: $(summary_value "$1" "$2" direct ratio)  $2/nginx rps ratio: $(summary_value "$1" "$2" "$NGINX_REF" ratio)  p99 ms: $(summary_value "$1" "$2" - p99) (nginx p99 ms: $(summary_value "$1" "$NGINX_REF" - p99))"
+summary_line() { # SECTION TARGET PREFIX NGINX
+	echo "$3$2/direct rps ratio: $(summary_value "$1" "$2" direct ratio)  $2/nginx rps ratio: $(summary_value "$1" "$2" "$4" ratio)  p99 ms: $(summary_value "$1" "$2" - p99) (nginx p99 ms: $(summary_value "$1" "$4" - p99))"
 }
-((DO_GRPC)) && summary_line grpc "$N_GRPC" "grpc "
-((DO_HTTP2)) && summary_line http "$N_HTTP2" "two-hop "
-((DO_HTTP1)) && summary_line http "$N_HTTP1" ""
+((DO_GRPC)) && summary_line grpc "$N_GRPC" "grpc " "$NGINX_REF"
+((DO_HTTP2)) && summary_line http "$N_HTTP2" "two-hop " "$NGINX2"
+((DO_HTTP1)) && summary_line http "$N_HTTP1" "" "$NGINX_REF"
 exit 0
