@@ -138,8 +138,14 @@ func (c *Config) validateListeners(p *problems) {
 	}
 	var seen []bound
 	names := map[string]int{}
+	// Listeners built by ApplyDefaults come from the port settings, which
+	// are checked on their own; only collisions between them are reported.
+	builtin := c.origin["listeners"] == "defaults"
 	for i, l := range c.Listeners {
 		at := fmt.Sprintf("listeners[%d]", i)
+		if builtin {
+			at = fmt.Sprintf("listener %q", l.Name)
+		}
 		if l.Name == "" {
 			p.add(src, at+".name", "required")
 		} else if j, dup := names[l.Name]; dup {
@@ -154,9 +160,15 @@ func (c *Config) validateListeners(p *problems) {
 			p.add(src, at+".addresses", "at least one host:port is required")
 		}
 		for j, a := range l.Addresses {
+			aat := fmt.Sprintf("%s.addresses[%d]", at, j)
+			if builtin {
+				aat = at
+			}
 			host, port, err := splitHostPort(a)
 			if err != nil {
-				p.add(src, fmt.Sprintf("%s.addresses[%d]", at, j), "%v", err)
+				if !builtin {
+					p.add(src, aat, "%v", err)
+				}
 				continue
 			}
 			if port == 0 {
@@ -164,7 +176,7 @@ func (c *Config) validateListeners(p *problems) {
 			}
 			for _, b := range seen {
 				if b.port == port && (b.host == host || wildcard(b.host) || wildcard(host)) {
-					p.add(src, fmt.Sprintf("%s.addresses[%d]", at, j), "%q collides with listener %q on port %d", a, b.listener, port)
+					p.add(src, aat, "%q collides with listener %q on port %d", a, b.listener, port)
 					break
 				}
 			}
@@ -387,9 +399,9 @@ func (c *Config) validateComponents(p *problems) map[string]bool {
 		if comp.Name == "" {
 			p.add(src, name, "required")
 		} else if other, dup := names[comp.Name]; dup {
-			p.add(src, name, "duplicate component name %q (also in %s)", comp.Name, other)
+			p.add(src, name, "duplicate component name %q (also %s)", comp.Name, other)
 		} else {
-			names[comp.Name] = firstNonEmpty(comp.File, c.where("components"), "the config")
+			names[comp.Name] = firstNonEmpty(comp.File, fmt.Sprintf("components[%d]", i))
 		}
 		if !pubsubTypeRe.MatchString(comp.Type) {
 			p.add(src, typ, "%q is not a supported component type (want pubsub.<kind>, e.g. pubsub.redis)", comp.Type)
