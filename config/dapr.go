@@ -149,10 +149,10 @@ type daprComponent struct {
 }
 
 type daprMetadataItem struct {
-	Name         string     `yaml:"name"`
-	Value        yaml.Node  `yaml:"value"`
-	SecretKeyRef *yaml.Node `yaml:"secretKeyRef"`
-	EnvRef       *yaml.Node `yaml:"envRef"`
+	Name         string    `yaml:"name"`
+	Value        yaml.Node `yaml:"value"`
+	SecretKeyRef yaml.Node `yaml:"secretKeyRef"`
+	EnvRef       yaml.Node `yaml:"envRef"`
 }
 
 type daprSubscription struct {
@@ -304,10 +304,10 @@ func decodeComponent(n *yaml.Node, path string) (Component, error) {
 		case m.Name == "":
 			errs = append(errs, fmt.Errorf("%s.name: required", at))
 			continue
-		case m.SecretKeyRef != nil:
+		case m.SecretKeyRef.Kind != 0:
 			errs = append(errs, fmt.Errorf("%s (%s): secretKeyRef: %w", at, m.Name, ErrSecretStore))
 			continue
-		case m.EnvRef != nil:
+		case m.EnvRef.Kind != 0:
 			errs = append(errs, fmt.Errorf("%s (%s): envRef is not supported yet", at, m.Name))
 			continue
 		}

@@ -230,9 +230,13 @@ func readYAMLDocs(path string) ([]any, error) {
 	}
 }
 
+// trimYAMLErr makes yaml.v3's messages one line without its prefix.
 func trimYAMLErr(err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	return errors.New(msg)
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return errors.New(strings.Join(te.Errors, "; "))
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 }
 
 // inFile prefixes every problem of a (possibly joined) error with the file.
