@@ -204,33 +204,36 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	}
 	hdr.ResetConnectionClose()
 
-	uri := append(ex.Scratch[:0], '/')
+	// The new URI and the Forwarded value are built in one reused buffer.
+	buf := append(ex.Scratch[:0], '/')
 	m := ex.Method
 	if len(m) > 0 && m[0] == '/' {
 		m = m[1:]
 	}
-	uri = append(uri, m...)
+	buf = append(buf, m...)
 	if q := req.URI().QueryString(); len(q) > 0 {
-		uri = append(uri, '?')
-		uri = append(uri, q...)
+		buf = append(buf, '?')
+		buf = append(buf, q...)
 	}
-	// Forwarding headers, from the host the caller used.
+	uriEnd := len(buf)
 	host := hdr.Host()
-	fwd := append(uri[len(uri):], "for="...)
+	buf = append(buf, "for="...)
+	buf = append(buf, ex.RemoteAddr...)
+	if len(host) > 0 {
+		buf = append(buf, ";host="...)
+		buf = append(buf, host...)
+	}
+	ex.Scratch = buf
 	if len(ex.RemoteAddr) > 0 {
 		hdr.SetBytesV(hdrXFF, ex.RemoteAddr)
-		fwd = append(fwd, ex.RemoteAddr...)
 	}
 	if len(host) > 0 {
 		hdr.SetBytesV(hdrXFHost, host)
-		fwd = append(fwd, ";host="...)
-		fwd = append(fwd, host...)
 	}
 	if len(ex.RemoteAddr) > 0 || len(host) > 0 {
-		hdr.SetBytesV(hdrForwarded, fwd)
+		hdr.SetBytesV(hdrForwarded, buf[uriEnd:])
 	}
-	ex.Scratch = uri
-	req.SetRequestURIBytes(uri)
+	req.SetRequestURIBytes(buf[:uriEnd])
 	hdr.SetHostBytes(upstream)
 
 	if len(ex.CallerAppID) > 0 {
