@@ -122,7 +122,7 @@ func (httpKind) Kind() string { return config.ClusterHTTP }
 func (httpKind) Build(c config.Cluster, env Env) (Cluster, error) {
 	return httpcluster.New(httpcluster.Options{
 		Name: c.Name, AppID: env.AppID, Endpoints: c.Endpoints, LBPolicy: c.LBPolicy,
-		MaxConcurrency: c.MaxConcurrency, MaxConns: c.MaxConns,
+		MaxConcurrency: c.MaxConcurrency, MaxConns: c.MaxConns, PipelineConns: c.PipelineConns,
 		ConnectTimeout: c.ConnectTimeout.D(), Timeout: c.Timeout.D(), AppAPIToken: env.AppAPIToken,
 	})
 }
@@ -185,6 +185,7 @@ func LocalApp(c *config.Config) (config.Cluster, bool) {
 		Name: config.LocalAppCluster, Kind: k,
 		Endpoints:      []string{net.JoinHostPort(host, strconv.Itoa(c.AppPort))},
 		MaxConcurrency: max(c.AppMaxConcurrency, 0),
+		PipelineConns:  c.AppPipelineConns,
 	}, true
 }
 

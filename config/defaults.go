@@ -119,6 +119,15 @@ func (c *Config) ApplyDefaults() {
 // defaultListeners builds daprd's listeners from the port settings.
 func (c *Config) defaultListeners() []Listener {
 	router := func() []FilterSpec { return []FilterSpec{{Name: RouterFilter}} }
+	// The Dapr API listeners check DAPR_API_TOKEN when it is set and record
+	// daprd's metrics, as daprd does.
+	api := func() []FilterSpec {
+		var fs []FilterSpec
+		if c.APIToken != "" {
+			fs = append(fs, FilterSpec{Name: "apitoken", Config: map[string]any{"token": c.APIToken}})
+		}
+		return append(fs, FilterSpec{Name: "metrics"}, FilterSpec{Name: RouterFilter})
+	}
 	hosts := c.DaprListenAddresses
 	if len(hosts) == 0 {
 		hosts = []string{""} // daprd: all interfaces
@@ -131,8 +140,8 @@ func (c *Config) defaultListeners() []Listener {
 		return out
 	}
 	ls := []Listener{
-		{Name: DefaultHTTPName, Kind: ListenerHTTP, Addresses: at(c.DaprHTTPPort), Filters: router()},
-		{Name: DefaultGRPCName, Kind: ListenerGRPC, Addresses: at(c.DaprGRPCPort), Filters: router()},
+		{Name: DefaultHTTPName, Kind: ListenerHTTP, Addresses: at(c.DaprHTTPPort), Filters: api()},
+		{Name: DefaultGRPCName, Kind: ListenerGRPC, Addresses: at(c.DaprGRPCPort), Filters: api()},
 		{Name: DefaultIntName, Kind: ListenerInternal, Addresses: []string{net.JoinHostPort("", strconv.Itoa(c.DaprInternalGRPCPort))}, Filters: router()},
 	}
 	if c.EnableMetrics == nil || *c.EnableMetrics {

@@ -52,6 +52,8 @@ var settings = []setting{
 		set: func(c *Config, v any) (err error) { c.AppChannelAddress, err = asString(v); return }},
 	{key: "app_max_concurrency", flag: "app-max-concurrency", def: -1, usage: "Concurrency limit when forwarding requests to the app; -1 or 0 for no limit",
 		set: func(c *Config, v any) (err error) { c.AppMaxConcurrency, err = asInt(v); return }},
+	{key: "app_pipeline_connections", flag: "app-pipeline-connections", def: 0, usage: "Pipeline HTTP/1.1 requests to the app over this many connections (0: off; a slow request delays those queued behind it)",
+		set: func(c *Config, v any) (err error) { c.AppPipelineConns, err = asInt(v); return }},
 	{key: "app_health_timeout", flag: "app-health-timeout", def: time.Duration(0), usage: "How long to wait for the app port to open; 0 waits forever",
 		set: func(c *Config, v any) (err error) { c.AppHealthTimeout, err = asDuration(v, time.Second); return }},
 	{key: "dapr_http_port", flag: "dapr-http-port", def: 3500, usage: "HTTP port for the Dapr API to listen on",

@@ -377,8 +377,16 @@ func TestLoadZeroConfig(t *testing.T) {
 	type l struct{ name, kind, addr string }
 	var got []l
 	for _, x := range c.Listeners {
-		if len(x.Filters) != 1 || x.Filters[0].Name != RouterFilter {
-			t.Errorf("listener %s filters = %+v, want the router", x.Name, x.Filters)
+		want := []string{RouterFilter}
+		if x.Kind == ListenerHTTP || x.Kind == ListenerGRPC {
+			want = []string{"metrics", RouterFilter}
+		}
+		var names []string
+		for _, f := range x.Filters {
+			names = append(names, f.Name)
+		}
+		if strings.Join(names, ",") != strings.Join(want, ",") {
+			t.Errorf("listener %s filters = %v, want %v", x.Name, names, want)
 		}
 		got = append(got, l{x.Name, x.Kind, strings.Join(x.Addresses, ",")})
 	}

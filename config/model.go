@@ -45,8 +45,9 @@ type Config struct {
 	AppPort                int      `json:"app_port"`
 	AppProtocol            string   `json:"app_protocol"` // http | grpc
 	AppChannelAddress      string   `json:"app_channel_address"`
-	AppMaxConcurrency      int      `json:"app_max_concurrency"` // 0: unlimited
-	AppHealthTimeout       Duration `json:"app_health_timeout"`  // how long to wait for the app port; 0: forever
+	AppMaxConcurrency      int      `json:"app_max_concurrency"`      // 0: unlimited
+	AppPipelineConns       int      `json:"app_pipeline_connections"` // >0: HTTP/1.1 pipelining to the app over this many connections
+	AppHealthTimeout       Duration `json:"app_health_timeout"`       // how long to wait for the app port; 0: forever
 	DaprHTTPPort           int      `json:"dapr_http_port"`
 	DaprGRPCPort           int      `json:"dapr_grpc_port"`
 	DaprInternalGRPCPort   int      `json:"dapr_internal_grpc_port"` // 0: a free port
@@ -147,6 +148,7 @@ type Cluster struct {
 	LBPolicy       string   `json:"lb_policy"` // round_robin (default) | least_request | random
 	MaxConcurrency int      `json:"max_concurrency"`
 	MaxConns       int      `json:"max_conns_per_endpoint"`
+	PipelineConns  int      `json:"pipeline_connections"` // >0: pipeline HTTP/1.1 requests over this many connections per endpoint
 	ConnectTimeout Duration `json:"connect_timeout"`
 	Timeout        Duration `json:"timeout"` // per request, unless the route says otherwise
 }

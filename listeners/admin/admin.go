@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
 	"go.uber.org/zap"
 
 	"github.com/switchyard-proxy/switchyard/config"
@@ -32,10 +33,14 @@ func (factory) Start(spec config.Listener, _ *listeners.ChainRef, rt *listeners.
 }
 
 func serve(ctx *fasthttp.RequestCtx, rt *listeners.Runtime) {
+	if bytes.HasPrefix(ctx.Path(), []byte("/debug/pprof/")) {
+		pprofhandler.PprofHandler(ctx)
+		return
+	}
 	switch string(ctx.Path()) {
 	case "/", "/help":
 		ctx.SetContentType("text/plain")
-		ctx.SetBodyString("GET /ready\nGET /config_dump\nGET /clusters\nGET /listeners\nGET /stats\nPOST /logging?level=debug|info|warn|error\nPOST /quitquitquit\n")
+		ctx.SetBodyString("GET /ready\nGET /config_dump\nGET /clusters\nGET /listeners\nGET /stats\nGET /debug/pprof/\nPOST /logging?level=debug|info|warn|error\nPOST /quitquitquit\n")
 	case "/ready":
 		if rt.Health.Ready() {
 			ctx.SetBodyString("LIVE\n")
@@ -56,6 +61,7 @@ func serve(ctx *fasthttp.RequestCtx, rt *listeners.Runtime) {
 		if c.AppAPIToken != "" {
 			c.AppAPIToken = "[redacted]"
 		}
+		c.Listeners = redactFilters(c.Listeners)
 		writeJSON(ctx, map[string]any{"version": s.Version, "source": s.Source, "config": c})
 	case "/clusters":
 		set := rt.Clusters()
@@ -109,4 +115,28 @@ func writeJSON(ctx *fasthttp.RequestCtx, v any) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+}
+
+// redactFilters copies listeners, hiding filter settings named like secrets.
+func redactFilters(ls []config.Listener) []config.Listener {
+	out := make([]config.Listener, len(ls))
+	for i, l := range ls {
+		out[i] = l
+		out[i].Filters = make([]config.FilterSpec, len(l.Filters))
+		for j, f := range l.Filters {
+			out[i].Filters[j] = f
+			if f.Config == nil {
+				continue
+			}
+			m := make(map[string]any, len(f.Config))
+			for k, v := range f.Config {
+				if k == "token" || k == "password" || k == "secret" {
+					v = "[redacted]"
+				}
+				m[k] = v
+			}
+			out[i].Filters[j].Config = m
+		}
+	}
+	return out
 }
