@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"strconv"
@@ -72,11 +73,6 @@ func (c *Config) ApplyDefaults() {
 		c.DaprHTTPReadBufferSize = 4
 	}
 
-	if len(c.Listeners) == 0 {
-		c.Listeners = c.defaultListeners()
-		c.origin["listeners"] = "defaults"
-	}
-
 	hasPubSub := false
 	for _, comp := range c.Components {
 		if strings.HasPrefix(comp.Type, "pubsub.") {
@@ -114,6 +110,12 @@ func (c *Config) ApplyDefaults() {
 			}
 		}
 	}
+
+	// Last: the default chains depend on the settings defaulted above.
+	if len(c.Listeners) == 0 {
+		c.Listeners = c.defaultListeners()
+		c.origin["listeners"] = "defaults"
+	}
 }
 
 // defaultListeners builds daprd's listeners from the port settings.
@@ -142,11 +144,28 @@ func (c *Config) defaultListeners() []Listener {
 	ls := []Listener{
 		{Name: DefaultHTTPName, Kind: ListenerHTTP, Addresses: at(c.DaprHTTPPort), Filters: api()},
 		{Name: DefaultGRPCName, Kind: ListenerGRPC, Addresses: at(c.DaprGRPCPort), Filters: api()},
-		{Name: DefaultIntName, Kind: ListenerInternal, Addresses: []string{net.JoinHostPort("", strconv.Itoa(c.DaprInternalGRPCPort))}, Filters: router()},
+		{Name: DefaultIntName, Kind: ListenerInternal, Addresses: []string{net.JoinHostPort("", strconv.Itoa(c.DaprInternalGRPCPort))}, Filters: c.internalChain()},
 	}
 	if c.EnableMetrics == nil || *c.EnableMetrics {
 		ls = append(ls, Listener{Name: DefaultMetrics, Kind: ListenerMetrics, Addresses: []string{net.JoinHostPort(DefaultMetricsAddr, strconv.Itoa(c.MetricsPort))}, Filters: router()})
 	}
 	ls = append(ls, Listener{Name: DefaultAdmin, Kind: ListenerAdmin, Addresses: []string{net.JoinHostPort(DefaultAdminAddress, strconv.Itoa(c.AdminPort))}, Filters: router()})
 	return ls
+}
+
+// internalChain is the internal listener's chain: Dapr's access control
+// (enforced on the callee, as daprd does) when the config has it, then the
+// router.
+func (c *Config) internalChain() []FilterSpec {
+	fs := []FilterSpec{{Name: RouterFilter}}
+	if c.AccessControl == nil {
+		return fs
+	}
+	var m map[string]any
+	b, err := json.Marshal(c.AccessControl)
+	if err != nil || json.Unmarshal(b, &m) != nil {
+		return fs
+	}
+	m["app_protocol"] = c.AppProtocol
+	return append([]FilterSpec{{Name: "acl", Config: m}}, fs...)
 }

@@ -14,9 +14,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/switchyard-proxy/switchyard/config"
+	_ "github.com/switchyard-proxy/switchyard/filters/router"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
 	"github.com/switchyard-proxy/switchyard/listeners"
-	_ "github.com/switchyard-proxy/switchyard/filters/router"
 	_ "github.com/switchyard-proxy/switchyard/listeners/http"
 )
 
@@ -154,4 +154,3 @@ func TestBadSnapshotKeepsServing(t *testing.T) {
 		t.Fatalf("the refused snapshot became current: %+v", got.Config.Routes)
 	}
 }
-
