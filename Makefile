@@ -1,0 +1,23 @@
+# switchyard: `make run` starts a sidecar with no config file, `make test`
+# installs what the tests need and runs them all.
+APP_ID ?= orders
+APP_PORT ?= 3000
+
+.PHONY: run build test bench deps
+
+run:
+	go run ./cmd/switchyard --app-id $(APP_ID) --app-port $(APP_PORT)
+
+build:
+	go build -o bin/switchyard ./cmd/switchyard
+
+deps:
+	bash .ci/deps.sh
+
+test: deps
+	go vet ./...
+	go test -race -count=1 -timeout 30m ./...
+
+bench:
+	BENCH=1 bash .ci/deps.sh
+	bash bench/run.sh
