@@ -7,6 +7,7 @@ import (
 	// listeners
 	_ "github.com/switchyard-proxy/switchyard/listeners/admin"
 	_ "github.com/switchyard-proxy/switchyard/listeners/http"
+	_ "github.com/switchyard-proxy/switchyard/listeners/internalgrpc"
 	_ "github.com/switchyard-proxy/switchyard/listeners/metrics"
 
 	// filters
@@ -14,6 +15,9 @@ import (
 	_ "github.com/switchyard-proxy/switchyard/filters/metrics"
 	_ "github.com/switchyard-proxy/switchyard/filters/ratelimit"
 	_ "github.com/switchyard-proxy/switchyard/filters/router"
+
+	// cluster kinds
+	_ "github.com/switchyard-proxy/switchyard/clusters/sidecar"
 
 	// name resolution
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/dns"

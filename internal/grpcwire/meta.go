@@ -1,0 +1,295 @@
+package grpcwire
+
+import (
+	"encoding/base64"
+	"strings"
+
+	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
+	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/metadata"
+)
+
+// Metadata and header names daprd sets or reads.
+const (
+	MDAppID     = "dapr-app-id"
+	MDCallerID  = "dapr-caller-app-id"
+	MDCallerNS  = "dapr-caller-namespace"
+	MDCalleeID  = "dapr-callee-app-id"
+	MDTraceBin  = "grpc-trace-bin"
+	daprPrefix  = "dapr-"
+	binSuffix   = "-bin"
+	contentType = "content-type"
+)
+
+// skipRequestMetadata reports gRPC metadata that does not become an HTTP
+// request header: pseudo headers, gRPC's reserved ones (except the trace
+// context) and what HTTP/2 forbids.
+func skipRequestMetadata(k string) bool {
+	if k == "" || k[0] == ':' {
+		return true
+	}
+	switch k {
+	case contentType, "te", "content-length", "connection", "host", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection":
+		return true
+	case MDTraceBin:
+		return false
+	}
+	return strings.HasPrefix(k, "grpc-")
+}
+
+// IncomingToHeaders copies incoming gRPC metadata into HTTP request
+// headers, as daprd maps metadata to headers: binary ("-bin") values are
+// base64-encoded, pseudo and reserved gRPC keys are left out.
+func IncomingToHeaders(md metadata.MD, h *fasthttp.RequestHeader) {
+	for k, vs := range md {
+		if skipRequestMetadata(k) {
+			continue
+		}
+		bin := strings.HasSuffix(k, binSuffix)
+		for _, v := range vs {
+			if bin {
+				v = base64.StdEncoding.EncodeToString([]byte(v))
+			}
+			h.Add(k, v)
+		}
+	}
+}
+
+// OutgoingFromIncoming returns the metadata to send upstream for a proxied
+// call: the caller's metadata without pseudo and reserved keys (the
+// deadline travels in the context).
+func OutgoingFromIncoming(md metadata.MD) metadata.MD {
+	out := make(metadata.MD, len(md)+2)
+	for k, vs := range md {
+		if k == "" || k[0] == ':' || k == contentType || k == "user-agent" || k == "te" ||
+			(strings.HasPrefix(k, "grpc-") && k != MDTraceBin) {
+			continue
+		}
+		out[k] = vs
+	}
+	return out
+}
+
+// hopHeader reports headers that never cross a hop.
+func hopHeader(k []byte) bool {
+	switch len(k) {
+	case 2:
+		return eqFold(k, "te")
+	case 4:
+		return eqFold(k, "host")
+	case 7:
+		return eqFold(k, "upgrade") || eqFold(k, "trailer")
+	case 10:
+		return eqFold(k, "connection") || eqFold(k, "keep-alive")
+	case 12:
+		return eqFold(k, "content-type")
+	case 14:
+		return eqFold(k, "content-length")
+	case 16:
+		return eqFold(k, "proxy-connection")
+	case 17:
+		return eqFold(k, "transfer-encoding")
+	case 19:
+		return eqFold(k, "proxy-authorization") || eqFold(k, "proxy-authenticate")
+	}
+	return false
+}
+
+func eqFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// lower returns k lower-cased, reusing the string when it already is.
+func lower(k []byte) string {
+	for _, c := range k {
+		if 'A' <= c && c <= 'Z' {
+			return strings.ToLower(string(k))
+		}
+	}
+	return string(k)
+}
+
+// MetaMap is the internal API's header map, reused across requests.
+type MetaMap = map[string]*internalv1pb.ListStringValue
+
+// AddMeta appends v under k in m.
+func AddMeta(m MetaMap, k, v string) {
+	if l, ok := m[k]; ok {
+		l.Values = append(l.Values, v)
+		return
+	}
+	m[k] = &internalv1pb.ListStringValue{Values: []string{v}}
+}
+
+// RequestHeadersToMeta copies request headers into m (lower-case keys),
+// leaving out hop-by-hop headers, Host, Content-Length and Content-Type
+// (which travels in the message).
+func RequestHeadersToMeta(h *fasthttp.RequestHeader, m MetaMap) {
+	for k, v := range h.All() {
+		if hopHeader(k) {
+			continue
+		}
+		AddMeta(m, lower(k), string(v))
+	}
+}
+
+// ResponseHeadersToMeta copies response headers into m, as daprd's HTTP
+// app channel does, without hop-by-hop headers and Content-Type/-Length.
+func ResponseHeadersToMeta(h *fasthttp.ResponseHeader, m MetaMap) {
+	for k, v := range h.All() {
+		if hopHeader(k) || eqFold(k, "server") || eqFold(k, "date") {
+			continue
+		}
+		AddMeta(m, lower(k), string(v))
+	}
+}
+
+// metaHeaderName is daprd's name for a metadata key as an HTTP header:
+// reserved gRPC names get the dapr- prefix; binary keys and content-type are
+// left out ("").
+func metaHeaderName(k string) string {
+	k = strings.ToLower(k)
+	switch {
+	case k == "" || k == contentType || strings.HasSuffix(k, binSuffix) || k == "destination-app-id":
+		return ""
+	case k == ":method", k == ":scheme", k == ":path", k == ":authority":
+		return daprPrefix + k[1:]
+	case k[0] == ':':
+		return ""
+	case strings.HasPrefix(k, "grpc-"):
+		return daprPrefix + k
+	}
+	return k
+}
+
+// MetaToRequestHeaders sets request headers from the internal API's
+// metadata, as daprd's callee does for an HTTP app.
+func MetaToRequestHeaders(m MetaMap, h *fasthttp.RequestHeader) {
+	for k, l := range m {
+		if l == nil || len(l.Values) == 0 {
+			continue
+		}
+		name := k
+		if k == MDTraceBin {
+			// Keep the binary trace context (base64) for the tracing filter.
+			h.Set(k, l.Values[0])
+			continue
+		}
+		if name = metaHeaderName(k); name == "" {
+			continue
+		}
+		for _, v := range l.Values {
+			h.Add(name, v)
+		}
+	}
+}
+
+// MetaToResponseHeaders sets response headers from the internal API's
+// metadata (the callee app's response headers).
+func MetaToResponseHeaders(m MetaMap, h *fasthttp.ResponseHeader) {
+	for k, l := range m {
+		if l == nil || len(l.Values) == 0 {
+			continue
+		}
+		name := metaHeaderName(k)
+		if name == "" || hopHeader([]byte(name)) {
+			continue
+		}
+		for _, v := range l.Values {
+			h.Add(name, v)
+		}
+	}
+}
+
+// permanentHTTPHeader reports the IANA permanent headers that daprd renames
+// dapr-<name> when it turns HTTP response headers into gRPC metadata.
+func permanentHTTPHeader(k string) bool {
+	switch k {
+	case "accept", "accept-charset", "accept-language", "accept-ranges", "connection", "keep-alive",
+		"proxy-connection", "transfer-encoding", "upgrade", "cache-control", "content-type",
+		"content-length", "cookie", "date", "expect", "from", "host", "if-match",
+		"if-modified-since", "if-none-match", "if-schedule-tag-match", "if-unmodified-since",
+		"max-forwards", "origin", "pragma", "referer", "via", "warning":
+		return true
+	}
+	return false
+}
+
+// ResponseHeadersToMD turns the response headers of an invocation into the
+// gRPC header metadata of InvokeService, as daprd does: lower-case keys,
+// permanent HTTP headers prefixed with dapr-.
+func ResponseHeadersToMD(h *fasthttp.ResponseHeader) metadata.MD {
+	var md metadata.MD
+	for k, v := range h.All() {
+		key := lower(k)
+		if key == "server" {
+			continue
+		}
+		if permanentHTTPHeader(key) {
+			key = daprPrefix + key
+		} else if strings.HasPrefix(key, "grpc-") || key == "te" {
+			continue
+		}
+		if md == nil {
+			md = make(metadata.MD, 4)
+		}
+		md[key] = append(md[key], string(v))
+	}
+	return md
+}
+
+// MetaToMD converts the internal API's metadata to gRPC metadata, decoding
+// base64 binary values.
+func MetaToMD(m MetaMap) metadata.MD {
+	if len(m) == 0 {
+		return nil
+	}
+	md := make(metadata.MD, len(m))
+	for k, l := range m {
+		if l == nil {
+			continue
+		}
+		k = strings.ToLower(k)
+		if k == "" || k[0] == ':' || k == contentType || k == "te" {
+			continue
+		}
+		if strings.HasSuffix(k, binSuffix) {
+			for _, v := range l.Values {
+				if d, err := base64.StdEncoding.DecodeString(v); err == nil {
+					md[k] = append(md[k], string(d))
+				}
+			}
+			continue
+		}
+		md[k] = append(md[k], l.Values...)
+	}
+	return md
+}
+
+// MDToMeta converts gRPC metadata to the internal API's metadata, encoding
+// binary values in base64.
+func MDToMeta(md metadata.MD, m MetaMap) {
+	for k, vs := range md {
+		if strings.HasSuffix(k, binSuffix) {
+			for _, v := range vs {
+				AddMeta(m, k, base64.StdEncoding.EncodeToString([]byte(v)))
+			}
+			continue
+		}
+		for _, v := range vs {
+			AddMeta(m, k, v)
+		}
+	}
+}

@@ -1,0 +1,53 @@
+package grpcwire
+
+import (
+	"net/netip"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+
+	"github.com/switchyard-proxy/switchyard/filters"
+)
+
+// ServerStream is the filters.Stream of a proxied gRPC call accepted by a
+// listener: Native returns the grpc.ServerStream.
+type ServerStream struct {
+	grpc.ServerStream
+	Method string
+}
+
+var _ filters.Stream = (*ServerStream)(nil)
+
+// FullMethod returns "/pkg.Service/Method".
+func (s *ServerStream) FullMethod() string { return s.Method }
+
+// Native returns the grpc.ServerStream.
+func (s *ServerStream) Native() any { return s.ServerStream }
+
+// RouteMethod is the method part of the route key of a proxied call: the
+// full method without its leading slash ("pkg.Service/Method").
+func RouteMethod(full string) string {
+	if len(full) > 0 && full[0] == '/' {
+		return full[1:]
+	}
+	return full
+}
+
+// PeerAddr returns the IP of the caller of a gRPC call.
+func PeerAddr(p *peer.Peer) netip.Addr {
+	if p == nil || p.Addr == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(p.Addr.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// trailerKey is the exchange value key under which a gRPC upstream leaves
+// its response trailers (metadata.MD) for the listener.
+type trailerKey struct{}
+
+// TrailerKey is the filters.Exchange value key of response trailers.
+var TrailerKey any = trailerKey{}

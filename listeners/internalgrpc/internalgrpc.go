@@ -1,0 +1,269 @@
+// Package internalgrpc is the internal listener (kind "internal"): the
+// sidecar-to-sidecar API daprd's peers call, dapr.proto.internals.v1
+// ServiceInvocation (CallLocal and CallLocalStream), plus gRPC proxying
+// streams forwarded by a peer sidecar. Every call becomes an invocation of
+// our own app id and runs the listener's chain, which ends in the router and
+// the local app cluster.
+//
+// The folder is not named "internal" because Go would then refuse to let
+// cmd/standard import it.
+package internalgrpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/switchyard-proxy/switchyard/config"
+	"github.com/switchyard-proxy/switchyard/filters"
+	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/listeners"
+)
+
+func init() { listeners.Register(factory{}) }
+
+type factory struct{}
+
+var _ listeners.Factory = factory{}
+
+func (factory) Kind() string { return config.ListenerInternal }
+
+func (factory) Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtime) (listeners.Listener, error) {
+	return Start(spec, chain, rt)
+}
+
+// Listener is a running internal gRPC listener.
+type Listener struct {
+	internalv1pb.UnimplementedServiceInvocationServer
+
+	name  string
+	appID []byte
+	chain *listeners.ChainRef
+	log   *zap.Logger
+	srv   *grpc.Server
+	lns   []net.Listener
+	wg    sync.WaitGroup
+}
+
+var (
+	_ listeners.Listener                   = (*Listener)(nil)
+	_ internalv1pb.ServiceInvocationServer = (*Listener)(nil)
+)
+
+// chunkSize is the largest payload chunk CallLocalStream answers with.
+const chunkSize = 1 << 20
+
+// Start binds the listener's addresses (port 0: a free port) and serves.
+func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtime) (*Listener, error) {
+	cfg := rt.Snapshot().Config
+	log := rt.Logger.With(zap.String("scope", "listener.internal"), zap.String("listener", spec.Name))
+	maxMsg := cfg.DaprHTTPMaxRequestSize
+	if maxMsg <= 0 {
+		maxMsg = 4
+	}
+	l := &Listener{name: spec.Name, appID: []byte(cfg.AppID), chain: chain, log: log}
+	l.srv = grpc.NewServer(
+		grpc.UnknownServiceHandler(l.proxy),
+		grpc.MaxRecvMsgSize(maxMsg<<20+1<<16),
+		grpc.MaxSendMsgSize(maxMsg<<20+1<<16),
+	)
+	internalv1pb.RegisterServiceInvocationServer(l.srv, l)
+	lns, err := listeners.Listen(log, spec.Name, spec.Addresses)
+	if err != nil {
+		return nil, err
+	}
+	l.lns = lns
+	for _, ln := range lns {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			if err := l.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				log.Error("internal gRPC listener stopped", zap.Error(err))
+			}
+		}()
+	}
+	for _, ln := range lns {
+		port := 0
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+			port = ta.Port
+		}
+		log.Info("internal gRPC server listening", zap.String("address", ln.Addr().String()), zap.Int("port", port))
+	}
+	return l, nil
+}
+
+// Addrs returns the bound addresses.
+func (l *Listener) Addrs() []net.Addr { return listeners.AddrsOf(l.lns) }
+
+// Close stops accepting and waits for in-flight calls until ctx ends.
+func (l *Listener) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		l.srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		l.srv.Stop()
+		<-done
+	}
+	l.wg.Wait()
+	return nil
+}
+
+// CallLocal invokes our app with a unary internal request.
+func (l *Listener) CallLocal(ctx context.Context, req *internalv1pb.InternalInvokeRequest) (*internalv1pb.InternalInvokeResponse, error) {
+	if req.GetMessage() == nil {
+		return nil, status.Error(codes.InvalidArgument, "internal: CallLocal: request has no message")
+	}
+	ex := filters.AcquireExchange(true)
+	defer filters.ReleaseExchange(ex)
+	l.decode(ctx, ex, req)
+	if err := l.chain.Load().Handle(ctx, ex); err != nil {
+		return nil, grpcwire.Status(err, filters.KindInvoke).Err()
+	}
+	resp := encode(ex)
+	resp.Message.Data = &anypb.Any{Value: append([]byte(nil), ex.Resp.Body()...)}
+	return resp, nil
+}
+
+// CallLocalStream invokes our app with a request streamed in chunks and
+// answers in chunks.
+func (l *Listener) CallLocalStream(stream internalv1pb.ServiceInvocation_CallLocalStreamServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	req := first.GetRequest()
+	if req.GetMessage() == nil {
+		return status.Error(codes.InvalidArgument, "internal: CallLocalStream: the first message has no request")
+	}
+	ex := filters.AcquireExchange(true)
+	defer filters.ReleaseExchange(ex)
+	l.decode(ctx, ex, req)
+	// The body is the request's data followed by every payload chunk.
+	if p := first.GetPayload(); p != nil {
+		ex.Req.AppendBody(p.GetData())
+	}
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if m.GetPayload() == nil {
+			return status.Error(codes.InvalidArgument, "internal: CallLocalStream: a message after the first has no payload")
+		}
+		ex.Req.AppendBody(m.GetPayload().GetData())
+	}
+	if err := l.chain.Load().Handle(ctx, ex); err != nil {
+		return grpcwire.Status(err, filters.KindInvoke).Err()
+	}
+	resp := encode(ex)
+	body := ex.Resp.Body()
+	n := min(len(body), chunkSize)
+	if err := stream.Send(&internalv1pb.InternalInvokeResponseStream{Response: resp,
+		Payload: &commonv1pb.StreamPayload{Data: body[:n], Seq: 0}}); err != nil {
+		return err
+	}
+	for seq := uint64(1); n < len(body); seq++ {
+		m := min(len(body)-n, chunkSize)
+		if err := stream.Send(&internalv1pb.InternalInvokeResponseStream{
+			Payload: &commonv1pb.StreamPayload{Data: body[n : n+m], Seq: seq}}); err != nil {
+			return err
+		}
+		n += m
+	}
+	return nil
+}
+
+// decode fills ex from an internal request: verb, query, content type,
+// headers from metadata, body, caller, and the route /invoke/<self>/method/<m>.
+func (l *Listener) decode(ctx context.Context, ex *filters.Exchange, req *internalv1pb.InternalInvokeRequest) {
+	msg := req.GetMessage()
+	ex.Protocol = filters.ProtocolInternal
+	ex.Listener = l.name
+	r := ex.Req
+	grpcwire.MetaToRequestHeaders(req.GetMetadata(), &r.Header)
+	r.Header.SetMethod(grpcwire.Verb(msg.GetHttpExtension().GetVerb()))
+	if q := msg.GetHttpExtension().GetQuerystring(); q != "" {
+		r.URI().SetQueryString(q)
+	}
+	if ct := msg.GetContentType(); ct != "" {
+		r.Header.SetContentType(ct)
+	}
+	if d := msg.GetData(); d != nil && len(d.GetValue()) > 0 {
+		r.SetBodyRaw(d.GetValue())
+	}
+	if v := req.GetMetadata()[grpcwire.MDCallerID]; v != nil && len(v.Values) > 0 {
+		ex.CallerAppID = []byte(v.Values[0])
+	}
+	if v := req.GetMetadata()[grpcwire.MDCallerNS]; v != nil && len(v.Values) > 0 {
+		ex.CallerNamespace = []byte(v.Values[0])
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		ex.SetRemoteAddr(grpcwire.PeerAddr(p))
+	}
+	ex.SetInvoke(l.appID, []byte(msg.GetMethod()))
+}
+
+// encode builds the internal response from ex.Resp, without its data.
+func encode(ex *filters.Exchange) *internalv1pb.InternalInvokeResponse {
+	resp := &internalv1pb.InternalInvokeResponse{
+		Status:  &internalv1pb.Status{Code: int32(ex.Resp.StatusCode())},
+		Headers: make(grpcwire.MetaMap, 4),
+		Message: &commonv1pb.InvokeResponse{ContentType: string(ex.Resp.Header.ContentType())},
+	}
+	grpcwire.ResponseHeadersToMeta(&ex.Resp.Header, resp.Headers)
+	if md, ok := ex.Value(grpcwire.TrailerKey).(metadata.MD); ok && len(md) > 0 {
+		resp.Trailers = make(grpcwire.MetaMap, len(md))
+		grpcwire.MDToMeta(md, resp.Trailers)
+	}
+	return resp
+}
+
+// proxy serves gRPC proxying streams a peer sidecar forwards: any method
+// that is not ServiceInvocation's goes to our app's own gRPC server.
+func (l *Listener) proxy(_ any, ss grpc.ServerStream) error {
+	method, ok := grpc.MethodFromServerStream(ss)
+	if !ok {
+		return status.Error(codes.Internal, "internal: proxy: no method in the stream")
+	}
+	ctx := ss.Context()
+	ex := filters.AcquireExchange(true)
+	defer filters.ReleaseExchange(ex)
+	ex.Protocol = filters.ProtocolInternal
+	ex.Listener = l.name
+	md, _ := metadata.FromIncomingContext(ctx)
+	grpcwire.IncomingToHeaders(md, &ex.Req.Header)
+	ex.Req.Header.SetMethod("POST")
+	if v := md.Get(grpcwire.MDCallerID); len(v) > 0 {
+		ex.CallerAppID = []byte(v[0])
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		ex.SetRemoteAddr(grpcwire.PeerAddr(p))
+	}
+	ex.Stream = &grpcwire.ServerStream{ServerStream: ss, Method: method}
+	ex.SetInvoke(l.appID, []byte(grpcwire.RouteMethod(method)))
+	if err := l.chain.Load().Handle(ctx, ex); err != nil {
+		return grpcwire.Status(err, filters.KindInvoke).Err()
+	}
+	return nil
+}
+
