@@ -11,15 +11,21 @@ import (
 	_ "github.com/switchyard-proxy/switchyard/listeners/metrics"
 
 	// filters
+	_ "github.com/switchyard-proxy/switchyard/filters/accesslog"
+	_ "github.com/switchyard-proxy/switchyard/filters/acl"
 	_ "github.com/switchyard-proxy/switchyard/filters/apitoken"
 	_ "github.com/switchyard-proxy/switchyard/filters/metrics"
 	_ "github.com/switchyard-proxy/switchyard/filters/ratelimit"
 	_ "github.com/switchyard-proxy/switchyard/filters/router"
+	_ "github.com/switchyard-proxy/switchyard/filters/tracing"
 
 	// cluster kinds
 	_ "github.com/switchyard-proxy/switchyard/clusters/sidecar"
 
 	// name resolution
+	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/consul"
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/dns"
+	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/local"
+	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/mdns"
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/static"
 )
