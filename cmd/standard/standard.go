@@ -6,6 +6,7 @@ package standard
 import (
 	// listeners
 	_ "github.com/switchyard-proxy/switchyard/listeners/admin"
+	_ "github.com/switchyard-proxy/switchyard/listeners/grpc"
 	_ "github.com/switchyard-proxy/switchyard/listeners/http"
 	_ "github.com/switchyard-proxy/switchyard/listeners/internalgrpc"
 	_ "github.com/switchyard-proxy/switchyard/listeners/metrics"
@@ -20,6 +21,7 @@ import (
 	_ "github.com/switchyard-proxy/switchyard/filters/tracing"
 
 	// cluster kinds
+	_ "github.com/switchyard-proxy/switchyard/clusters/grpcapp"
 	_ "github.com/switchyard-proxy/switchyard/clusters/sidecar"
 
 	// name resolution

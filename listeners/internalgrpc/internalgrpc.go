@@ -266,4 +266,3 @@ func (l *Listener) proxy(_ any, ss grpc.ServerStream) error {
 	}
 	return nil
 }
-
