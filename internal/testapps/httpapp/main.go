@@ -1,51 +1,96 @@
-// Command httpapp is an HTTP echo app for switchyard's end-to-end tests.
-// Every request is answered with its body; the response reports what the
-// app saw: X-Method, X-Path, X-Query, X-Caller (dapr-caller-app-id),
-// X-Instance (-name) and X-Echo-<h> for every X-* request header. The
-// query ?status=<code> sets the status code.
+// Command httpapp is the HTTP app used by switchyard's end-to-end tests. It
+// echoes what it received as JSON (method, path, query, headers, body), and
+// serves a few behaviours by path:
+//
+//	/status/<code>   answer with that status code
+//	/slow?ms=N       wait N ms before answering
+//	/dapr/subscribe  the subscriptions given with -subscribe (JSON)
+//	/events/...      record a delivered event; GET /received lists them
+//
+// It prints "listening on <addr>" once it accepts connections.
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
+type echo struct {
+	Method  string              `json:"method"`
+	Path    string              `json:"path"`
+	Query   string              `json:"query"`
+	Host    string              `json:"host"`
+	Headers map[string][]string `json:"headers"`
+	Body    string              `json:"body"`
+}
+
 func main() {
-	port := flag.Int("port", 0, "port to listen on (127.0.0.1)")
-	name := flag.String("name", "httpapp", "instance name reported in X-Instance")
+	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	subscribe := flag.String("subscribe", "[]", "JSON answered on GET /dapr/subscribe")
+	eventStatus := flag.Int("event-status", 200, "status answered to deliveries")
 	flag.Parse()
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)))
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println("listening", ln.Addr())
-	log.Fatal(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		h := w.Header()
-		h.Set("X-Method", r.Method)
-		h.Set("X-Path", r.URL.Path)
-		h.Set("X-Query", r.URL.RawQuery)
-		h.Set("X-Caller", r.Header.Get("dapr-caller-app-id"))
-		h.Set("X-Instance", *name)
-		for k, v := range r.Header {
-			if strings.HasPrefix(k, "X-") {
-				h.Set("X-Echo-"+k[2:], v[0])
+
+	var mu sync.Mutex
+	var received []json.RawMessage
+	mux := http.NewServeMux()
+	mux.HandleFunc("/dapr/subscribe", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(*subscribe))
+	})
+	mux.HandleFunc("/received", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(received)
+	})
+	mux.HandleFunc("/events/", func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, r.ContentLength)
+		_, _ = r.Body.Read(b)
+		mu.Lock()
+		received = append(received, json.RawMessage(b))
+		mu.Unlock()
+		w.WriteHeader(*eventStatus)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if code, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+			n, _ := strconv.Atoi(code)
+			w.Header().Set("X-App", "httpapp")
+			w.WriteHeader(n)
+			_, _ = w.Write([]byte("status " + code))
+			return
+		}
+		if r.URL.Path == "/slow" {
+			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		var body strings.Builder
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Body.Read(buf)
+			body.Write(buf[:n])
+			if err != nil {
+				break
 			}
 		}
-		if ct := r.Header.Get("Content-Type"); ct != "" {
-			h.Set("Content-Type", ct)
-		}
-		code := http.StatusOK
-		if s := r.URL.Query().Get("status"); s != "" {
-			code, _ = strconv.Atoi(s)
-		}
-		w.WriteHeader(code)
-		_, _ = w.Write(body)
-	})))
+		e := echo{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header, Body: body.String()}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-App", "httpapp")
+		w.WriteHeader(http.StatusOK)
+		_ = json.NewEncoder(w).Encode(e)
+	})
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	_ = http.Serve(ln, mux)
 }
