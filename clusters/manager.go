@@ -249,7 +249,7 @@ func (m *Manager) Prepare(ctx context.Context, cfg *config.Config, env Env) (*Pl
 		b, ok := componentBuilder(category)
 		if !ok {
 			err := fmt.Errorf("clusters: component %s: type %s is not available in this build", comp.Name, comp.Type)
-			if comp.IgnoreErrors || (comp.File == "" && comp.Name == config.DefaultPubSub) {
+			if comp.IgnoreErrors {
 				m.log.Warn("component skipped (ignoreErrors)", zap.String("component", comp.Name), zap.Error(err))
 				continue
 			}

@@ -21,6 +21,12 @@ const (
 	defaultComponentVers = "v1"
 )
 
+// The subscription listener: it has no socket; its source is the brokers.
+const (
+	ListenerSubscription = "subscription"       // broker subscriptions -> the app
+	DefaultSubName       = "dapr_subscriptions" // name of the default one
+)
+
 // ApplyDefaults fills what the configuration leaves out with daprd's
 // behaviour. It does not touch ports (0 is meaningful: a free port); the
 // built-in port defaults are those of the flags (see Defaults).
@@ -30,7 +36,9 @@ const (
 //     all interfaces when none), dapr_grpc (gRPC API, same addresses at
 //     dapr_grpc_port), dapr_internal (all interfaces at
 //     dapr_internal_grpc_port), metrics (0.0.0.0:metrics_port, when
-//     enabled), admin (127.0.0.1:admin_port);
+//     enabled), admin (127.0.0.1:admin_port), dapr_subscriptions (the
+//     subscription listener: declarative and programmatic subscriptions,
+//     delivered to the app);
 //   - no pubsub.* component: the in-memory one, named "pubsub";
 //   - namespace: $NAMESPACE, else "default"; name resolution: "local";
 //     clusters: round_robin; Dapr's access-control defaults.
@@ -150,6 +158,7 @@ func (c *Config) defaultListeners() []Listener {
 		ls = append(ls, Listener{Name: DefaultMetrics, Kind: ListenerMetrics, Addresses: []string{net.JoinHostPort(DefaultMetricsAddr, strconv.Itoa(c.MetricsPort))}, Filters: router()})
 	}
 	ls = append(ls, Listener{Name: DefaultAdmin, Kind: ListenerAdmin, Addresses: []string{net.JoinHostPort(DefaultAdminAddress, strconv.Itoa(c.AdminPort))}, Filters: router()})
+	ls = append(ls, Listener{Name: DefaultSubName, Kind: ListenerSubscription, Filters: router()})
 	return ls
 }
 

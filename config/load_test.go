@@ -114,7 +114,7 @@ func TestLoadFileErrors(t *testing.T) {
 			`{file}: listeners[0].adress: unknown field`,
 		}},
 		{"unknown listener kind", "unknown_kind.yaml", []string{
-			`{file}: listeners[1].kind: unknown listener kind "htp" (want http, grpc, internal, admin, metrics)`,
+			`{file}: listeners[1].kind: unknown listener kind "htp" (want http, grpc, internal, admin, metrics, subscription)`,
 		}},
 		{"two matchers", "two_matchers.yaml", []string{
 			`{file}: routes[0].match: set only one of exact, prefix, glob, regex`,
@@ -396,6 +396,7 @@ func TestLoadZeroConfig(t *testing.T) {
 		{"dapr_internal", "internal", ":0"},
 		{"metrics", "metrics", "0.0.0.0:9090"},
 		{"admin", "admin", "127.0.0.1:9901"},
+		{"dapr_subscriptions", "subscription", ""},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("listeners:\n got %v\nwant %v", got, want)

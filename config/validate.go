@@ -12,7 +12,7 @@ import (
 
 // Accepted values.
 var (
-	listenerKinds = []string{ListenerHTTP, ListenerGRPC, ListenerInternal, ListenerAdmin, ListenerMetrics}
+	listenerKinds = []string{ListenerHTTP, ListenerGRPC, ListenerInternal, ListenerAdmin, ListenerMetrics, ListenerSubscription}
 	clusterKinds  = []string{ClusterHTTP, ClusterGRPCApp, ClusterSidecar}
 	lbPolicies    = []string{"round_robin", "least_request", "random"}
 	appProtocols  = []string{"http", "grpc"}
@@ -156,7 +156,7 @@ func (c *Config) validateListeners(p *problems) {
 		if !slices.Contains(listenerKinds, l.Kind) {
 			p.add(src, at+".kind", "unknown listener kind %q (want %s)", l.Kind, strings.Join(listenerKinds, ", "))
 		}
-		if len(l.Addresses) == 0 {
+		if len(l.Addresses) == 0 && l.Kind != ListenerSubscription {
 			p.add(src, at+".addresses", "at least one host:port is required")
 		}
 		for j, a := range l.Addresses {

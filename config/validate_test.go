@@ -142,7 +142,7 @@ func TestApplyDefaults(t *testing.T) {
 			}
 		}},
 		{"listen addresses for both APIs", Config{DaprListenAddresses: []string{"127.0.0.1", "::1"}, DaprHTTPPort: 1, DaprGRPCPort: 2, EnableMetrics: &yes, MetricsPort: 3, AdminPort: 4}, func(t *testing.T, c *Config) {
-			want := [][]string{{"127.0.0.1:1", "[::1]:1"}, {"127.0.0.1:2", "[::1]:2"}, {":0"}, {"0.0.0.0:3"}, {"127.0.0.1:4"}}
+			want := [][]string{{"127.0.0.1:1", "[::1]:1"}, {"127.0.0.1:2", "[::1]:2"}, {":0"}, {"0.0.0.0:3"}, {"127.0.0.1:4"}, nil}
 			var got [][]string
 			for _, l := range c.Listeners {
 				got = append(got, l.Addresses)

@@ -10,6 +10,7 @@ import (
 	_ "github.com/switchyard-proxy/switchyard/listeners/http"
 	_ "github.com/switchyard-proxy/switchyard/listeners/internalgrpc"
 	_ "github.com/switchyard-proxy/switchyard/listeners/metrics"
+	_ "github.com/switchyard-proxy/switchyard/listeners/subscription"
 
 	// filters
 	_ "github.com/switchyard-proxy/switchyard/filters/accesslog"
@@ -30,4 +31,9 @@ import (
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/local"
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/mdns"
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/static"
+
+	// pub/sub: the component cluster and the brokers
+	_ "github.com/switchyard-proxy/switchyard/clusters/pubsub/memory"
+	_ "github.com/switchyard-proxy/switchyard/clusters/pubsub/redis"
+	_ "github.com/switchyard-proxy/switchyard/clusters/pubsubcluster"
 )
