@@ -84,8 +84,7 @@ type Options struct {
 	Timeout        time.Duration // per request unless the route sets one; 0: none
 	// Retries is how many times a failed call is repeated (daprd: 3);
 	// negative: never. Backoff is the constant wait before a retry
-	// (daprd: 1 s), skipped when the retry goes to another endpoint after
-	// a refused connection.
+	// (daprd: 1 s), skipped when the retry can go to another endpoint.
 	Retries int
 	Backoff time.Duration
 	// Eject is how long an endpoint that refused a connection is skipped
@@ -275,7 +274,9 @@ func (ep *endpoint) drop() {
 	}
 }
 
-// dropIf closes cc if it is still the endpoint's connection.
+// dropIf detaches cc if it is still the endpoint's connection, so that the
+// next call dials afresh; cc is closed a little later, since other calls
+// share it.
 func (ep *endpoint) dropIf(cc *grpc.ClientConn) {
 	ep.mu.Lock()
 	if ep.cc != cc {
@@ -284,8 +285,12 @@ func (ep *endpoint) dropIf(cc *grpc.ClientConn) {
 	}
 	ep.cc = nil
 	ep.mu.Unlock()
-	_ = cc.Close()
+	time.AfterFunc(drainConn, func() { _ = cc.Close() })
 }
+
+// drainConn is how long a dropped connection stays open for the calls
+// still using it.
+const drainConn = 10 * time.Second
 
 // endpoints returns the current endpoints, waiting for the resolver's first
 // answer.
@@ -494,8 +499,8 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		}
 		// As daprd: drop the connection before retrying.
 		ep.dropIf(cc)
-		if unsent && healthyOther(eps, ep) {
-			continue // another endpoint: no reason to wait
+		if healthyOther(eps, ep) {
+			continue // the retry goes to another endpoint: no reason to wait
 		}
 		t := time.NewTimer(c.opts.Backoff)
 		select {
