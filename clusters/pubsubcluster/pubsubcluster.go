@@ -166,8 +166,11 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		return errForbidden(c.opts.Name, string(ex.Topic), c.opts.AppID)
 	}
 	if _, ok := ctx.Deadline(); !ok {
+		// Without a deadline the request's context is the listener's
+		// (fasthttp's RequestCtx ends only at server shutdown, and deriving
+		// from it races with that shutdown): bound the publish on its own.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.PublishTimeout)
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.opts.PublishTimeout)
 		defer cancel()
 	}
 	if ex.Bulk {

@@ -66,16 +66,20 @@ func MapResponse(status int, body []byte) Outcome {
 		if len(body) == 0 || !bytes.Contains(body, statusKey) {
 			return Ack
 		}
-		var r struct {
-			Status string `json:"status"`
-		}
-		if json.Unmarshal(body, &r) != nil {
-			return Ack
+		st, ok := leadingStatus(body)
+		if !ok {
+			var r struct {
+				Status string `json:"status"`
+			}
+			if json.Unmarshal(body, &r) != nil {
+				return Ack
+			}
+			st = []byte(r.Status)
 		}
 		switch {
-		case r.Status == "" || equalFoldASCII(r.Status, "SUCCESS"):
+		case len(st) == 0 || equalFoldASCII(st, "SUCCESS"):
 			return Ack
-		case equalFoldASCII(r.Status, "DROP"):
+		case equalFoldASCII(st, "DROP"):
 			return Drop
 		}
 		return Retry
@@ -85,7 +89,41 @@ func MapResponse(status int, body []byte) Outcome {
 	return Retry
 }
 
-func equalFoldASCII(a, b string) bool {
+// leadingStatus reads the common answer {"status":"X", ...} without
+// decoding: ok is false when the body has another shape.
+func leadingStatus(b []byte) ([]byte, bool) {
+	b = skipSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return nil, false
+	}
+	b = skipSpace(b[1:])
+	if !bytes.HasPrefix(b, statusKey) {
+		return nil, false
+	}
+	b = skipSpace(b[len(statusKey):])
+	if len(b) == 0 || b[0] != ':' {
+		return nil, false
+	}
+	b = skipSpace(b[1:])
+	if len(b) == 0 || b[0] != '"' {
+		return nil, false
+	}
+	b = b[1:]
+	end := bytes.IndexByte(b, '"')
+	if end < 0 || bytes.IndexByte(b[:end], '\\') >= 0 {
+		return nil, false
+	}
+	return b[:end], true
+}
+
+func skipSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
+	return b
+}
+
+func equalFoldASCII(a []byte, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}
