@@ -142,7 +142,9 @@ func startSidecar(t *testing.T, a *app, subs []config.Subscription) (*sidecar, s
 	t.Cleanup(func() { _ = mgr.Close(context.Background()) })
 	rt.Health.SetAppReady(true)
 	s := &sidecar{rt: rt, mgr: mgr}
-	waitFor(t, func() bool { return len(rt.Metadata().Subscriptions) >= len(subs) && (a.subs == "" || len(rt.Metadata().Subscriptions) > len(subs)) }, "subscriptions")
+	waitFor(t, func() bool {
+		return len(rt.Metadata().Subscriptions) >= len(subs) && (a.subs == "" || len(rt.Metadata().Subscriptions) > len(subs))
+	}, "subscriptions")
 	return s, "http://" + httpAddr
 }
 
@@ -231,7 +233,9 @@ func TestDeliveryOutcomes(t *testing.T) {
 				return calls[path] >= tc.attempts
 			}, path)
 			topic := `topic="topic` + strconv.Itoa(i) + `"`
-			waitFor(t, func() bool { return metric(t, sc.rt, topic) != "" && metric(t, sc.rt, `process_status="`+tc.outcome+`",`+topic) != "" }, "metric")
+			waitFor(t, func() bool {
+				return metric(t, sc.rt, topic) != "" && metric(t, sc.rt, `process_status="`+tc.outcome+`",`+topic) != ""
+			}, "metric")
 			if tc.outcome != "drop" {
 				waitFor(t, func() bool { return metric(t, sc.rt, `process_status="success",`+topic) == "1" }, "success metric")
 			}
