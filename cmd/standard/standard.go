@@ -33,6 +33,7 @@ import (
 	_ "github.com/switchyard-proxy/switchyard/clusters/resolver/static"
 
 	// pub/sub: the component cluster and the brokers
+	_ "github.com/switchyard-proxy/switchyard/clusters/pubsub/jetstream"
 	_ "github.com/switchyard-proxy/switchyard/clusters/pubsub/memory"
 	_ "github.com/switchyard-proxy/switchyard/clusters/pubsub/redis"
 	_ "github.com/switchyard-proxy/switchyard/clusters/pubsubcluster"

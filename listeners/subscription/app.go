@@ -8,7 +8,14 @@ import (
 	"strconv"
 	"time"
 
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/switchyard-proxy/switchyard/config"
 )
@@ -102,4 +109,48 @@ func fetchHTTP(ctx context.Context, cfg *config.Config) ([]config.Subscription, 
 		return nil, nil
 	}
 	return ParseAppSubscriptions(body)
+}
+
+// fetchGRPC asks a gRPC app for its subscriptions with
+// AppCallback/ListTopicSubscriptions on a connection of its own.
+// Unimplemented means none.
+func fetchGRPC(ctx context.Context, cfg *config.Config) ([]config.Subscription, error) {
+	host := cfg.AppChannelAddress
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(cfg.AppPort))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("subscription: ListTopicSubscriptions on %s: %w", addr, err)
+	}
+	defer cc.Close()
+	if cfg.AppAPIToken != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "dapr-api-token", cfg.AppAPIToken)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := runtimev1pb.NewAppCallbackClient(cc).ListTopicSubscriptions(ctx, &emptypb.Empty{}, grpc.WaitForReady(true))
+	if status.Code(err) == codes.Unimplemented {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subscription: ListTopicSubscriptions on %s: %w", addr, err)
+	}
+	var out []config.Subscription
+	for _, s := range resp.GetSubscriptions() {
+		cs := config.Subscription{PubSub: s.GetPubsubName(), Topic: s.GetTopic(), Metadata: s.GetMetadata(), DeadLetterTopic: s.GetDeadLetterTopic()}
+		if r := s.GetRoutes(); r != nil {
+			cs.Route = r.GetDefault()
+			for _, rule := range r.GetRules() {
+				cs.Rules = append(cs.Rules, config.SubscriptionRule{Match: rule.GetMatch(), Path: rule.GetPath()})
+			}
+		}
+		if cs.Route == "" && len(cs.Rules) == 0 {
+			// gRPC apps get every event on OnTopicEvent; the path is informative.
+			cs.Route = "/" + cs.Topic
+		}
+		out = append(out, cs)
+	}
+	return out, nil
 }

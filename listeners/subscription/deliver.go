@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
 
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub"
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub/cloudevents"
@@ -379,6 +380,11 @@ func (s *sub) once(ctx context.Context, data, path []byte) (Outcome, error) {
 	}
 	req.SetBody(data)
 	if err := ch.Handle(ctx, ex); err != nil {
+		var fe *filters.Error
+		if errors.As(err, &fe) && fe.GRPCCode == codes.Unimplemented {
+			// a gRPC app without OnTopicEvent: not retriable, as for daprd
+			return Drop, fmt.Errorf("subscription: %s/%s: deliver to %s: %w", s.cfg.PubSub, s.cfg.Topic, path, err)
+		}
 		return Retry, fmt.Errorf("subscription: %s/%s: deliver to %s: %w", s.cfg.PubSub, s.cfg.Topic, path, err)
 	}
 	sc := ex.Resp.StatusCode()

@@ -194,13 +194,13 @@ func (l *Listener) collect() []collected {
 		if set := l.rt.Clusters(); set != nil {
 			tl, _ = set.Cluster(config.LocalAppCluster).(TopicLister)
 		}
-		if tl == nil {
-			l.log.Warn("the gRPC app cluster cannot list topic subscriptions in this build; only declarative subscriptions apply")
-			return out
+		if tl != nil {
+			ctx, cancel := context.WithTimeout(l.ctx, 30*time.Second)
+			prog, err = tl.ListTopicSubscriptions(ctx)
+			cancel()
+		} else {
+			prog, err = fetchGRPC(l.ctx, cfg)
 		}
-		ctx, cancel := context.WithTimeout(l.ctx, 30*time.Second)
-		prog, err = tl.ListTopicSubscriptions(ctx)
-		cancel()
 	} else {
 		prog, err = fetchHTTP(l.ctx, cfg)
 	}
