@@ -1,9 +1,12 @@
 package cmd_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -160,9 +163,25 @@ func TestHTTPInvoke(t *testing.T) {
 		if e := decodeError(t, b); resp.StatusCode != 404 || e.ErrorCode != "ERR_NOT_FOUND" {
 			t.Fatalf("unknown route: %d %s", resp.StatusCode, b)
 		}
-		resp, b = do(t, "POST", sc.url("/v1.0/invoke/orders/method/big"), bytes.NewReader(make([]byte, 5<<20)))
+		// A body over the limit is refused from its Content-Length, before it is read.
+		conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(sc.http))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = conn.Write([]byte("POST /v1.0/invoke/orders/method/big HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(5<<20) + "\r\n\r\n"))
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
 		if e := decodeError(t, b); resp.StatusCode != 413 || e.ErrorCode != "ERR_BODY_TOO_LARGE" {
 			t.Fatalf("body over 4 MB: %d %s", resp.StatusCode, b)
+		}
+		// a body under the limit passes
+		if resp, _ := do(t, "POST", sc.url("/v1.0/invoke/orders/method/big"), bytes.NewReader(make([]byte, 3<<20))); resp.StatusCode != 200 {
+			t.Fatalf("3 MB body: %d", resp.StatusCode)
 		}
 		// the sidecar keeps serving after bad input
 		if resp, _ := do(t, "GET", sc.url("/v1.0/invoke/orders/method/ok"), nil); resp.StatusCode != 200 {
