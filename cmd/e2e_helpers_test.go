@@ -49,14 +49,26 @@ func build(t *testing.T) (switchyard, httpapp string) {
 	return bins.switchyard, bins.httpapp
 }
 
+// issuedPorts are the ports freePort handed out in this test process: a
+// port is free when asked for but bound later by another process, so the
+// same one must not be handed out twice.
+var issuedPorts sync.Map
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := issuedPorts.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no fresh free port")
+	return 0
 }
 
 // proc is a started process with its output captured.

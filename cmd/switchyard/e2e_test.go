@@ -72,14 +72,26 @@ func binary(t *testing.T, name string) string {
 	return filepath.Join(bins.dir, name)
 }
 
+// issuedPorts are the ports freePort handed out in this test process: a
+// port is free when asked for but bound later by another process, so the
+// same one must not be handed out twice.
+var issuedPorts sync.Map
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := issuedPorts.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no fresh free port")
+	return 0
 }
 
 type syncBuf struct {
