@@ -155,6 +155,7 @@ type sub struct {
 	handler filters.Handler // the component cluster subscribed to
 	broker  pubsub.Broker
 	stop    func()
+	failing bool // the last subscribe failed (logged once)
 
 	ok, retry, drop *stats.Counter
 	lat             *stats.Histogram
@@ -202,16 +203,16 @@ func (l *Listener) newSub(c collected) (*sub, error) {
 }
 
 // subscribe subscribes to the broker of component cluster h.
-func (s *sub) subscribe(h filters.Handler) error {
+func (s *sub) subscribe(h filters.Handler) (func(), error) {
 	if h == nil {
-		return fmt.Errorf("subscription: pubsub %s not found", s.cfg.PubSub)
+		return nil, fmt.Errorf("subscription: pubsub %s not found", s.cfg.PubSub)
 	}
 	bp, ok := h.(BrokerProvider)
 	if !ok {
-		return errNoBroker
+		return nil, errNoBroker
 	}
 	if sc, ok := h.(SubscribeScoper); ok && !sc.SubscribeAllowed(s.cfg.Topic) {
-		return fmt.Errorf("subscription: topic %s is not allowed for this app by the scopes of pubsub %s", s.cfg.Topic, s.cfg.PubSub)
+		return nil, fmt.Errorf("subscription: topic %s is not allowed for this app by the scopes of pubsub %s", s.cfg.Topic, s.cfg.PubSub)
 	}
 	group := ""
 	if snap := s.l.rt.Snapshot(); snap != nil && snap.Config != nil {
@@ -220,10 +221,9 @@ func (s *sub) subscribe(h filters.Handler) error {
 	s.broker = bp.Broker()
 	stop, err := s.broker.Subscribe(s.l.ctx, pubsub.Subscription{Topic: s.cfg.Topic, Group: group, Metadata: s.brokerMD}, s.deliver)
 	if err != nil {
-		return fmt.Errorf("subscription: %s/%s: %w", s.cfg.PubSub, s.cfg.Topic, err)
+		return nil, fmt.Errorf("subscription: %s/%s: %w", s.cfg.PubSub, s.cfg.Topic, err)
 	}
-	s.stop = stop
-	return nil
+	return stop, nil
 }
 
 // deliver hands one message to the app, retrying in the listener up to

@@ -214,29 +214,45 @@ func (l *Listener) collect() []collected {
 }
 
 // resync subscribes every subscription to the broker of the current
-// cluster set, moving those whose component was rebuilt.
+// cluster set, moving those whose component was rebuilt, and retries those
+// whose subscribe failed (broker down, component missing).
 func (l *Listener) resync() {
+	// Only run's goroutine calls resync; l.mu guards what List and Close
+	// read (subs, stop), and is not held while a broker is being dialed.
 	set := l.rt.Clusters()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closing || set == nil || set == l.set {
+	if l.closing || set == nil {
+		l.mu.Unlock()
 		return
 	}
+	changed := set != l.set
 	l.set = set
-	for _, s := range l.subs {
+	subs := l.subs
+	l.mu.Unlock()
+	for _, s := range subs {
 		h := set.PubSub(s.pubsub)
-		if h == s.handler && s.stop != nil {
+		if s.stop != nil && (!changed || h == s.handler) {
 			continue
 		}
 		if s.stop != nil {
 			s.stop()
+			l.mu.Lock()
 			s.stop = nil
+			l.mu.Unlock()
 		}
 		s.handler = h
-		if err := s.subscribe(h); err != nil {
-			l.log.Error("subscribing", zap.String("pubsub", s.cfg.PubSub), zap.String("topic", s.cfg.Topic), zap.Error(err))
+		stop, err := s.subscribe(h)
+		if err != nil {
+			if !s.failing {
+				l.log.Error("subscribing (retried every resync period)", zap.String("pubsub", s.cfg.PubSub), zap.String("topic", s.cfg.Topic), zap.Error(err))
+			}
+			s.failing = true
 			continue
 		}
+		l.mu.Lock()
+		s.stop = stop
+		l.mu.Unlock()
+		s.failing = false
 		l.log.Info("subscribed", zap.String("pubsub", s.cfg.PubSub), zap.String("topic", s.cfg.Topic), zap.String("type", s.kind))
 	}
 }

@@ -234,8 +234,9 @@ func TestDeliveryOutcomes(t *testing.T) {
 			}, path)
 			topic := `topic="topic` + strconv.Itoa(i) + `"`
 			waitFor(t, func() bool {
-				return metric(t, sc.rt, topic) != "" && metric(t, sc.rt, `process_status="`+tc.outcome+`",`+topic) != ""
-			}, "metric")
+				v := metric(t, sc.rt, `process_status="`+tc.outcome+`",`+topic)
+				return v != "" && v != "0"
+			}, tc.outcome+" metric")
 			if tc.outcome != "drop" {
 				waitFor(t, func() bool { return metric(t, sc.rt, `process_status="success",`+topic) == "1" }, "success metric")
 			}
