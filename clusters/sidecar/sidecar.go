@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -101,6 +102,7 @@ type endpoint struct {
 	addr     string
 	mu       sync.Mutex
 	cc       *grpc.ClientConn
+	ccp      atomic.Pointer[grpc.ClientConn] // cc, for lock-free state checks when picking
 	inflight atomic.Int64
 	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
 	noStream atomic.Bool  // the peer answered Unimplemented to CallLocalStream
@@ -260,7 +262,15 @@ func (ep *endpoint) conn(opts []grpc.DialOption) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("sidecar: endpoint %s: %w", ep.addr, err)
 	}
 	ep.cc = cc
+	ep.ccp.Store(cc)
 	return cc, nil
+}
+
+// failing reports whether the endpoint's connection is in
+// TRANSIENT_FAILURE: calls on it fail at once without being sent.
+func (ep *endpoint) failing() bool {
+	cc := ep.ccp.Load()
+	return cc != nil && cc.GetState() == connectivity.TransientFailure
 }
 
 // drop closes the endpoint's connection; the next call dials again.
@@ -268,6 +278,7 @@ func (ep *endpoint) drop() {
 	ep.mu.Lock()
 	cc := ep.cc
 	ep.cc = nil
+	ep.ccp.Store(nil)
 	ep.mu.Unlock()
 	if cc != nil {
 		_ = cc.Close()
@@ -284,6 +295,7 @@ func (ep *endpoint) dropIf(cc *grpc.ClientConn) {
 		return
 	}
 	ep.cc = nil
+	ep.ccp.Store(nil)
 	ep.mu.Unlock()
 	time.AfterFunc(drainConn, func() { _ = cc.Close() })
 }
@@ -326,7 +338,7 @@ func (c *Cluster) pick(eps []*endpoint, avoid *endpoint) *endpoint {
 		return eps[0]
 	}
 	now := time.Now().UnixNano()
-	usable := func(ep *endpoint) bool { return ep != avoid && ep.ejected.Load() <= now }
+	usable := func(ep *endpoint) bool { return ep != avoid && ep.ejected.Load() <= now && !ep.failing() }
 	n := uint32(len(eps))
 	if c.leastReq {
 		// Power of two choices would do for many endpoints; sidecar
@@ -471,6 +483,9 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		if err != nil {
 			return c.fail("failed to invoke, id: %s, err: %v", c.opts.AppID, err)
 		}
+		// A call on a connection in TRANSIENT_FAILURE fails at once and is
+		// never sent: it may go to another endpoint whatever the route says.
+		failing := cc.GetState() == connectivity.TransientFailure
 		ep.inflight.Add(1)
 		err = c.invoke(ctx, ep, cc, req, ex, cl)
 		ep.inflight.Add(-1)
@@ -484,14 +499,16 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		if fe, answered := grpcwire.ErrorFromStatus(st); answered {
 			return fe // the peer sidecar's own answer
 		}
-		unsent := notSent(st)
-		if unsent {
+		unsent := failing || notSent(st)
+		code := st.Code()
+		if code == codes.Unavailable {
+			// Passive ejection: the endpoint's connection failed (refused,
+			// reset, closed); skip it for a while and ask the resolver again.
 			ep.ejected.Store(time.Now().Add(c.opts.Eject).UnixNano())
 			if c.res != nil {
 				c.res.ResolveNow()
 			}
 		}
-		code := st.Code()
 		retry := (code == codes.Unavailable || code == codes.Unauthenticated) &&
 			(unsent || ex.Idempotent) && attempt < c.opts.Retries && ctx.Err() == nil
 		if !retry {
