@@ -149,6 +149,7 @@ func (Factory) New(ctx context.Context, opts pubsub.Options) (pubsub.Broker, err
 		id:     hex.EncodeToString(id[:]),
 		log:    log.With(zap.String("scope", "pubsub.redis"), zap.String("component", opts.Name)),
 		subs:   map[*subscription]struct{}{},
+		pub:    newBatcher(client),
 	}, nil
 }
 
@@ -164,6 +165,7 @@ type Broker struct {
 	subs   map[*subscription]struct{}
 	seq    int
 	closed bool
+	pub    *batcher
 }
 
 // Client returns the underlying go-redis client (for tests and tools).
@@ -188,11 +190,11 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg *pubsub.Message)
 		}
 		values = append(values, "metadata", md)
 	}
-	args := &goredis.XAddArgs{Stream: topic, Values: values}
+	args := goredis.XAddArgs{Stream: topic, Values: values}
 	if b.cfg.MaxLenApprox > 0 {
 		args.MaxLen, args.Approx = b.cfg.MaxLenApprox, true
 	}
-	id, err := b.client.XAdd(ctx, args).Result()
+	id, err := b.pub.do(ctx, args)
 	if err != nil {
 		return fmt.Errorf("pubsub/redis: publish to %q: %w", topic, err)
 	}
@@ -217,6 +219,7 @@ func (b *Broker) Close() error {
 	for _, s := range subs {
 		s.stop()
 	}
+	b.pub.close()
 	if err := b.client.Close(); err != nil {
 		return fmt.Errorf("pubsub/redis: close: %w", err)
 	}
