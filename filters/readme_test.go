@@ -62,12 +62,17 @@ func TestReadmeYAML(t *testing.T) {
 			own := ownFilter(rel)
 			built := 0
 			for i, b := range blocks {
-				var doc map[string]any
-				if err := yaml.Unmarshal([]byte(b.text), &doc); err != nil {
+				var parsed any
+				if err := yaml.Unmarshal([]byte(b.text), &parsed); err != nil {
 					t.Errorf("block %d (line %d): %v", i, b.line, err)
 					continue
 				}
 				if own == "" {
+					continue // outside a filter's folder the YAML only has to parse
+				}
+				doc, ok := parsed.(map[string]any)
+				if !ok {
+					t.Errorf("block %d (line %d): a filter README's YAML must be a mapping", i, b.line)
 					continue
 				}
 				for _, spec := range specsIn(t, doc, b.line) {
