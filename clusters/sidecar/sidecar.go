@@ -100,9 +100,7 @@ type Options struct {
 
 type endpoint struct {
 	addr     string
-	mu       sync.Mutex
-	cc       *grpc.ClientConn
-	ccp      atomic.Pointer[grpc.ClientConn] // cc, for lock-free state checks when picking
+	shared   *sharedConn // from the process's pool of connections by address
 	inflight atomic.Int64
 	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
 	noStream atomic.Bool  // the peer answered Unimplemented to CallLocalStream
@@ -211,7 +209,7 @@ func (c *Cluster) UpdateState(st resolver.State) error {
 			delete(byAddr, a.Addr)
 			continue
 		}
-		next = append(next, &endpoint{addr: a.Addr})
+		next = append(next, &endpoint{addr: a.Addr, shared: conns.acquire(a.Addr)})
 	}
 	c.eps.Store(&next)
 	if len(next) > 0 {
@@ -252,53 +250,22 @@ func (c *Cluster) Close() error {
 }
 
 func (ep *endpoint) conn(opts []grpc.DialOption) (*grpc.ClientConn, error) {
-	ep.mu.Lock()
-	defer ep.mu.Unlock()
-	if ep.cc != nil {
-		return ep.cc, nil
-	}
-	cc, err := grpc.NewClient("passthrough:///"+ep.addr, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: endpoint %s: %w", ep.addr, err)
-	}
-	ep.cc = cc
-	ep.ccp.Store(cc)
-	return cc, nil
+	return ep.shared.get(opts)
 }
 
 // failing reports whether the endpoint's connection is in
 // TRANSIENT_FAILURE: calls on it fail at once without being sent.
 func (ep *endpoint) failing() bool {
-	cc := ep.ccp.Load()
+	cc := ep.shared.cur.Load()
 	return cc != nil && cc.GetState() == connectivity.TransientFailure
 }
 
-// drop closes the endpoint's connection; the next call dials again.
-func (ep *endpoint) drop() {
-	ep.mu.Lock()
-	cc := ep.cc
-	ep.cc = nil
-	ep.ccp.Store(nil)
-	ep.mu.Unlock()
-	if cc != nil {
-		_ = cc.Close()
-	}
-}
+// drop gives the endpoint's hold on its pooled connection back.
+func (ep *endpoint) drop() { conns.release(ep.shared) }
 
-// dropIf detaches cc if it is still the endpoint's connection, so that the
-// next call dials afresh; cc is closed a little later, since other calls
-// share it.
-func (ep *endpoint) dropIf(cc *grpc.ClientConn) {
-	ep.mu.Lock()
-	if ep.cc != cc {
-		ep.mu.Unlock()
-		return
-	}
-	ep.cc = nil
-	ep.ccp.Store(nil)
-	ep.mu.Unlock()
-	time.AfterFunc(drainConn, func() { _ = cc.Close() })
-}
+// dropIf detaches cc if it is still the connection to the endpoint's
+// address, so that the next call dials afresh.
+func (ep *endpoint) dropIf(cc *grpc.ClientConn) { ep.shared.dropIf(cc) }
 
 // drainConn is how long a dropped connection stays open for the calls
 // still using it.
