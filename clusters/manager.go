@@ -30,6 +30,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
+	"github.com/switchyard-proxy/switchyard/internal/registry"
 )
 
 // Cluster is a built cluster.
@@ -64,54 +65,17 @@ type ComponentBuilder interface {
 }
 
 var (
-	regMu      sync.RWMutex
-	kinds      = map[string]Builder{}
-	components = map[string]ComponentBuilder{}
+	kinds      = registry.New[Builder]("clusters", "kind")
+	components = registry.New[ComponentBuilder]("clusters", "component category")
 )
 
 // RegisterKind makes a cluster kind available. Call it from init; it panics
 // on an empty or duplicate kind.
-func RegisterKind(b Builder) {
-	k := b.Kind()
-	if k == "" {
-		panic("clusters: RegisterKind with an empty kind")
-	}
-	regMu.Lock()
-	defer regMu.Unlock()
-	if _, dup := kinds[k]; dup {
-		panic(fmt.Sprintf("clusters: kind %q registered twice", k))
-	}
-	kinds[k] = b
-}
+func RegisterKind(b Builder) { kinds.Register(b.Kind(), b) }
 
 // RegisterComponents makes a component category available. Call it from
 // init; it panics on an empty or duplicate category.
-func RegisterComponents(b ComponentBuilder) {
-	c := b.Category()
-	if c == "" {
-		panic("clusters: RegisterComponents with an empty category")
-	}
-	regMu.Lock()
-	defer regMu.Unlock()
-	if _, dup := components[c]; dup {
-		panic(fmt.Sprintf("clusters: component category %q registered twice", c))
-	}
-	components[c] = b
-}
-
-func kind(k string) (Builder, bool) {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	b, ok := kinds[k]
-	return b, ok
-}
-
-func componentBuilder(category string) (ComponentBuilder, bool) {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	b, ok := components[category]
-	return b, ok
-}
+func RegisterComponents(b ComponentBuilder) { components.Register(b.Category(), b) }
 
 func init() { RegisterKind(httpKind{}) }
 
@@ -229,9 +193,9 @@ func (m *Manager) Prepare(ctx context.Context, cfg *config.Config, env Env) (*Pl
 			p.named[cc.Name] = old
 			continue
 		}
-		b, ok := kind(cc.Kind)
+		b, ok := kinds.Get(cc.Kind)
 		if !ok {
-			return fail(fmt.Errorf("clusters: %s: kind %q is not available in this build (have %v)", cc.Name, cc.Kind, kindNames()))
+			return fail(fmt.Errorf("clusters: %s: kind %q is not available in this build (have %v)", cc.Name, cc.Kind, kinds.Names()))
 		}
 		c, err := b.Build(cc, env)
 		if err != nil {
@@ -246,7 +210,7 @@ func (m *Manager) Prepare(ctx context.Context, cfg *config.Config, env Env) (*Pl
 			continue
 		}
 		category, _, _ := strings.Cut(comp.Type, ".")
-		b, ok := componentBuilder(category)
+		b, ok := components.Get(category)
 		if !ok {
 			err := fmt.Errorf("clusters: component %s: type %s is not available in this build", comp.Name, comp.Type)
 			if comp.IgnoreErrors {
@@ -373,17 +337,6 @@ func capabilities(c Cluster) []string {
 	return nil
 }
 
-func kindNames() []string {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	var out []string
-	for k := range kinds {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 type closerFunc func() error
 
 func (f closerFunc) Handle(context.Context, *filters.Exchange) error { return nil }
@@ -460,7 +413,7 @@ func (a *appClusters) get(id []byte) (filters.Handler, error) {
 	if len(id) == 0 {
 		return nil, filters.NewError(filters.ErrCodeDirectInvoke, http.StatusBadRequest, codes.InvalidArgument, "failed to invoke: app id is empty")
 	}
-	b, ok := kind(config.ClusterSidecar)
+	b, ok := kinds.Get(config.ClusterSidecar)
 	if !ok {
 		return nil, filters.NewError(filters.ErrCodeDirectInvoke, http.StatusInternalServerError, codes.Unimplemented,
 			"failed to invoke, id: %s, err: invoking other app ids needs sidecar clusters, which this build does not include", id)

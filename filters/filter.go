@@ -3,14 +3,12 @@ package filters
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sort"
-	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
+	reg "github.com/switchyard-proxy/switchyard/internal/registry"
 )
 
 // Handler handles one exchange: it fills ex.Resp, or returns an error that
@@ -77,45 +75,17 @@ type Clusters interface {
 	PubSub(name []byte) Handler
 }
 
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]Factory{}
-)
+var registry = reg.New[Factory]("filters", "filter")
 
 // Register makes a filter factory available by its name. Call it from init.
 // It panics on an empty or duplicate name.
-func Register(f Factory) {
-	name := f.Name()
-	if name == "" {
-		panic("filters: Register with an empty name")
-	}
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic(fmt.Sprintf("filters: filter %q registered twice", name))
-	}
-	registry[name] = f
-}
+func Register(f Factory) { registry.Register(f.Name(), f) }
 
 // Lookup returns the factory registered under name.
-func Lookup(name string) (Factory, bool) {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	f, ok := registry[name]
-	return f, ok
-}
+func Lookup(name string) (Factory, bool) { return registry.Get(name) }
 
 // Names lists the registered filter names, sorted.
-func Names() []string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	out := make([]string, 0, len(registry))
-	for n := range registry {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func Names() []string { return registry.Names() }
 
 // ErrUnknownFilter is returned when a chain names a filter nobody registered.
 var ErrUnknownFilter = errors.New("filters: unknown filter")

@@ -8,9 +8,7 @@ package listeners
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
+	"github.com/switchyard-proxy/switchyard/internal/registry"
 )
 
 // Listener is a running listener.
@@ -36,44 +35,16 @@ type Factory interface {
 	Start(spec config.Listener, chain *ChainRef, rt *Runtime) (Listener, error)
 }
 
-var (
-	regMu     sync.RWMutex
-	factories = map[string]Factory{}
-)
+var factories = registry.New[Factory]("listeners", "kind")
 
 // Register makes a listener kind available. Call it from init; it panics on
 // an empty or duplicate kind.
-func Register(f Factory) {
-	k := f.Kind()
-	if k == "" {
-		panic("listeners: Register with an empty kind")
-	}
-	regMu.Lock()
-	defer regMu.Unlock()
-	if _, dup := factories[k]; dup {
-		panic(fmt.Sprintf("listeners: kind %q registered twice", k))
-	}
-	factories[k] = f
-}
+func Register(f Factory) { factories.Register(f.Kind(), f) }
 
-func lookup(kind string) (Factory, bool) {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	f, ok := factories[kind]
-	return f, ok
-}
+func lookup(kind string) (Factory, bool) { return factories.Get(kind) }
 
 // Kinds lists the registered listener kinds.
-func Kinds() []string {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	out := make([]string, 0, len(factories))
-	for k := range factories {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func Kinds() []string { return factories.Names() }
 
 // ChainRef is the chain a listener serves with, swapped whole on a new
 // snapshot. Load it once per request.

@@ -6,11 +6,10 @@ package pubsub
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sort"
-	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/switchyard-proxy/switchyard/internal/registry"
 )
 
 // Message is one message as the broker carries it: the CloudEvent (or raw
@@ -80,42 +79,14 @@ type MetadataValidator interface {
 	ValidateMetadata(md map[string]string) error
 }
 
-var (
-	mu        sync.RWMutex
-	factories = map[string]Factory{}
-)
+var factories = registry.New[Factory]("pubsub", "type")
 
 // Register makes a broker factory available by its component type. Call it
 // from init. It panics on an empty or duplicate type.
-func Register(f Factory) {
-	t := f.Type()
-	if t == "" {
-		panic("pubsub: Register with an empty type")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := factories[t]; dup {
-		panic(fmt.Sprintf("pubsub: type %q registered twice", t))
-	}
-	factories[t] = f
-}
+func Register(f Factory) { factories.Register(f.Type(), f) }
 
 // Get returns the factory of a component type.
-func Get(typ string) (Factory, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	f, ok := factories[typ]
-	return f, ok
-}
+func Get(typ string) (Factory, bool) { return factories.Get(typ) }
 
 // Types lists the registered types, sorted.
-func Types() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	out := make([]string, 0, len(factories))
-	for t := range factories {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
-}
+func Types() []string { return factories.Names() }

@@ -10,11 +10,10 @@ package resolver
 
 import (
 	"errors"
-	"fmt"
-	"sort"
-	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/switchyard-proxy/switchyard/internal/registry"
 )
 
 // Target is what is resolved: an app id in a namespace.
@@ -89,42 +88,14 @@ type ConfigValidator interface {
 // ErrNoAddresses is reported when a target has no endpoints.
 var ErrNoAddresses = errors.New("resolver: no addresses")
 
-var (
-	mu       sync.RWMutex
-	builders = map[string]Builder{}
-)
+var builders = registry.New[Builder]("resolver", "scheme")
 
 // Register makes a builder available by its scheme. Call it from init. It
 // panics on an empty or duplicate scheme.
-func Register(b Builder) {
-	s := b.Scheme()
-	if s == "" {
-		panic("resolver: Register with an empty scheme")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := builders[s]; dup {
-		panic(fmt.Sprintf("resolver: scheme %q registered twice", s))
-	}
-	builders[s] = b
-}
+func Register(b Builder) { builders.Register(b.Scheme(), b) }
 
 // Get returns the builder of a scheme.
-func Get(scheme string) (Builder, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	b, ok := builders[scheme]
-	return b, ok
-}
+func Get(scheme string) (Builder, bool) { return builders.Get(scheme) }
 
 // Schemes lists the registered schemes, sorted.
-func Schemes() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	out := make([]string, 0, len(builders))
-	for s := range builders {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
+func Schemes() []string { return builders.Names() }
