@@ -116,18 +116,12 @@ var (
 
 func (l *Listener) serve(ctx *fasthttp.RequestCtx) {
 	path := ctx.Request.URI().PathOriginal()
-	if bytes.HasPrefix(path, pInvoke) {
-		rest := path[len(pInvoke):]
-		i := bytes.IndexByte(rest, '/')
-		if i <= 0 || !bytes.HasPrefix(rest[i:], pMethod) || len(rest) == i+len(pMethod) {
-			l.writeError(ctx, errNotFound(path), filters.KindInvoke)
-			return
-		}
-		l.invoke(ctx, rest[:i], rest[i+len(pMethod):])
+	if id, method, ok := invokeTarget(path, &ctx.Request.Header); ok {
+		l.invoke(ctx, id, method)
 		return
 	}
-	if id := ctx.Request.Header.Peek(hAppID); len(id) > 0 {
-		l.invoke(ctx, id, bytes.TrimPrefix(path, []byte("/")))
+	if bytes.HasPrefix(path, pInvoke) {
+		l.writeError(ctx, errNotFound(path), filters.KindInvoke)
 		return
 	}
 	switch {
@@ -150,10 +144,6 @@ func (l *Listener) serve(ctx *fasthttp.RequestCtx) {
 			go l.rt.Shutdown()
 		}
 	default:
-		if id := basicAuthAppID(&ctx.Request.Header); id != nil {
-			l.invoke(ctx, id, bytes.TrimPrefix(path, []byte("/")))
-			return
-		}
 		l.writeError(ctx, errNotFound(path), filters.KindUnknown)
 	}
 }
@@ -260,6 +250,53 @@ func (l *Listener) serveError(ctx *fasthttp.RequestCtx, err error) {
 		return
 	}
 	writeJSONError(&ctx.Response, fasthttp.StatusBadRequest, filters.ErrCodeMalformedRequest, "malformed request: "+err.Error())
+}
+
+// invokeTarget finds the app id and method of a service invocation as
+// daprd does: the dapr-app-id header first, then HTTP Basic auth with user
+// dapr-app-id (both on any path, the whole path being the method, repeated
+// slashes collapsed), then /v1.0/invoke/<id>/method/<method> (the method
+// may be empty). ok is false when the request is not an invocation.
+func invokeTarget(path []byte, h *fasthttp.RequestHeader) (id, method []byte, ok bool) {
+	id = h.Peek(hAppID)
+	if len(id) == 0 {
+		id = basicAuthAppID(h)
+	}
+	if len(id) > 0 {
+		return id, cleanMethod(path), true
+	}
+	if !bytes.HasPrefix(path, pInvoke) {
+		return nil, nil, false
+	}
+	rest := path[len(pInvoke):]
+	i := bytes.IndexByte(rest, '/')
+	if i <= 0 || !bytes.HasPrefix(rest[i:], pMethod[:len(pMethod)-1]) {
+		return nil, nil, false
+	}
+	after := rest[i+len(pMethod)-1:]
+	if len(after) == 0 {
+		return nil, nil, false // "/method" with no slash: not a route
+	}
+	return rest[:i], after[1:], true
+}
+
+// cleanMethod drops leading slashes and collapses repeated ones. It only
+// allocates when the path has repeated slashes.
+func cleanMethod(path []byte) []byte {
+	for len(path) > 0 && path[0] == '/' {
+		path = path[1:]
+	}
+	if !bytes.Contains(path, []byte("//")) {
+		return path
+	}
+	out := make([]byte, 0, len(path))
+	for i, c := range path {
+		if c == '/' && i > 0 && path[i-1] == '/' {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // basicAuthAppID returns the app id of "Authorization: Basic
