@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/switchyard-proxy/switchyard/clusters/pubsub"
 	"github.com/switchyard-proxy/switchyard/clusters/resolver"
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
@@ -67,10 +69,15 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "switchyard: invalid configuration:\n%v\n", err)
 		return 1
 	}
+	// A custom build may leave out a listener kind or the in-memory broker
+	// that the built-in defaults would use; the defaults adapt to the build.
+	dropped := cfg.DropUnavailableDefaults(
+		func(kind string) bool { return slices.Contains(listeners.Kinds(), kind) },
+		func(typ string) bool { _, ok := pubsub.Get(typ); return ok })
 	if sub == "validate" {
 		return validate(cfg, stdout, stderr)
 	}
-	return run(cfg, stderr)
+	return run(cfg, stderr, dropped)
 }
 
 func validate(cfg *config.Config, stdout, stderr io.Writer) int {
@@ -115,7 +122,7 @@ func NewLogger(cfg *config.Config, w io.Writer) (*zap.Logger, zap.AtomicLevel, e
 	return log, level, nil
 }
 
-func run(cfg *config.Config, stderr io.Writer) int {
+func run(cfg *config.Config, stderr io.Writer, dropped []string) int {
 	if os.Getenv("GOGC") == "" {
 		// Fewer collections on the request path; the heap of a sidecar is small.
 		debug.SetGCPercent(400)
@@ -128,6 +135,9 @@ func run(cfg *config.Config, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 	admin.Level = &level
 	rlog := log.With(zap.String("scope", "switchyard.runtime"))
+	if len(dropped) > 0 {
+		rlog.Info("not in this build, left out of the built-in defaults", zap.Strings("left_out", dropped))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

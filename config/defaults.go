@@ -90,6 +90,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	if !hasPubSub {
 		c.Components = append(c.Components, Component{Name: DefaultPubSub, Type: DefaultInMemoryType, Version: defaultComponentVers})
+		c.origin["components.default"] = "defaults"
 	}
 
 	if c.NameResolution.Scheme == "" {
@@ -177,4 +178,37 @@ func (c *Config) internalChain() []FilterSpec {
 	}
 	m["app_protocol"] = c.AppProtocol
 	return append([]FilterSpec{{Name: "acl", Config: m}}, fs...)
+}
+
+// DropUnavailableDefaults removes from what ApplyDefaults added the
+// listeners whose kind and the default component whose type this build
+// does not have (a custom build without the subscription listener or the
+// in-memory broker still starts with no configuration file). Listeners and
+// components the configuration names are never removed: those fail at build
+// with the reason. It returns the names it removed.
+func (c *Config) DropUnavailableDefaults(hasListenerKind, hasComponentType func(string) bool) []string {
+	var dropped []string
+	if c.origin["listeners"] == "defaults" {
+		kept := c.Listeners[:0]
+		for _, l := range c.Listeners {
+			if hasListenerKind(l.Kind) {
+				kept = append(kept, l)
+				continue
+			}
+			dropped = append(dropped, "listener "+l.Name)
+		}
+		c.Listeners = kept
+	}
+	if c.origin["components.default"] == "defaults" {
+		kept := c.Components[:0]
+		for _, comp := range c.Components {
+			if comp.Name == DefaultPubSub && comp.Type == DefaultInMemoryType && !hasComponentType(comp.Type) {
+				dropped = append(dropped, "component "+comp.Name)
+				continue
+			}
+			kept = append(kept, comp)
+		}
+		c.Components = kept
+	}
+	return dropped
 }

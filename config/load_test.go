@@ -504,3 +504,55 @@ func toText(v any) string {
 	b, _ := json.Marshal(v)
 	return strings.Trim(string(b), `"`)
 }
+
+func TestDropUnavailableDefaults(t *testing.T) {
+	noSub := func(kind string) bool { return kind != ListenerSubscription }
+	noMemory := func(typ string) bool { return typ != DefaultInMemoryType }
+	all := func(string) bool { return true }
+
+	t.Run("defaults adapt to the build", func(t *testing.T) {
+		clearEnv(t)
+		c := mustLoad(t, "--app-id", "orders")
+		n := len(c.Listeners)
+		dropped := c.DropUnavailableDefaults(noSub, noMemory)
+		if want := []string{"listener " + DefaultSubName, "component " + DefaultPubSub}; !reflect.DeepEqual(dropped, want) {
+			t.Errorf("dropped %v, want %v", dropped, want)
+		}
+		if len(c.Listeners) != n-1 {
+			t.Errorf("%d listeners left of %d, want one fewer", len(c.Listeners), n)
+		}
+		for _, l := range c.Listeners {
+			if l.Kind == ListenerSubscription {
+				t.Errorf("subscription listener kept")
+			}
+		}
+		if len(c.Components) != 0 {
+			t.Errorf("components %v, want none", c.Components)
+		}
+	})
+	t.Run("a full build keeps everything", func(t *testing.T) {
+		clearEnv(t)
+		c := mustLoad(t, "--app-id", "orders")
+		n, m := len(c.Listeners), len(c.Components)
+		if dropped := c.DropUnavailableDefaults(all, all); len(dropped) != 0 || len(c.Listeners) != n || len(c.Components) != m {
+			t.Errorf("dropped %v; listeners %d->%d components %d->%d", dropped, n, len(c.Listeners), m, len(c.Components))
+		}
+	})
+	t.Run("what a file names is never dropped", func(t *testing.T) {
+		clearEnv(t)
+		dir := t.TempDir()
+		f := writeFile(t, dir, "c.yaml", "app_id: orders\nlisteners:\n  - name: subs\n    kind: subscription\n")
+		res := filepath.Join(dir, "res")
+		if err := os.MkdirAll(res, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, res, "pubsub.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+		c := mustLoad(t, "-c", f, "--resources-path", res)
+		if dropped := c.DropUnavailableDefaults(noSub, noMemory); len(dropped) != 0 {
+			t.Errorf("dropped configured items %v", dropped)
+		}
+		if len(c.Listeners) != 1 || len(c.Components) != 1 {
+			t.Errorf("listeners %v components %v", c.Listeners, c.Components)
+		}
+	})
+}
