@@ -66,7 +66,7 @@ func (f *family) get(values []string, mk func() any) any {
 	if len(values) != len(f.labels) {
 		panic(fmt.Sprintf("stats: %s wants %d label values, got %d", f.name, len(f.labels), len(values)))
 	}
-	key := strings.Join(values, "\xff")
+	key := seriesKey(values)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s, ok := f.series[key]; ok {
@@ -76,6 +76,21 @@ func (f *family) get(values []string, mk func() any) any {
 	f.series[key] = s
 	f.order = append(f.order, key)
 	return s
+}
+
+// seriesKey joins label values with 0xff, a byte valid UTF-8 never holds:
+// values are made valid UTF-8 first (Prometheus rejects anything else), so
+// no two different value lists share a key and the key splits back into
+// the values.
+func seriesKey(values []string) string {
+	var b strings.Builder
+	for i, v := range values {
+		if i > 0 {
+			b.WriteByte(0xff)
+		}
+		b.WriteString(strings.ToValidUTF8(v, "\uFFFD"))
+	}
+	return b.String()
 }
 
 // CounterVec is a counter family with labels.
@@ -248,7 +263,7 @@ func appendSample(b []byte, name string, labels, vals []string, extraK, extraV s
 			}
 			b = append(b, l...)
 			b = append(b, '=')
-			b = strconv.AppendQuote(b, vals[i])
+			b = appendLabelValue(b, vals[i])
 		}
 		if extraK != "" {
 			if len(labels) > 0 {
@@ -256,11 +271,31 @@ func appendSample(b []byte, name string, labels, vals []string, extraK, extraV s
 			}
 			b = append(b, extraK...)
 			b = append(b, '=')
-			b = strconv.AppendQuote(b, extraV)
+			b = appendLabelValue(b, extraV)
 		}
 		b = append(b, '}')
 	}
 	b = append(b, ' ')
 	b = strconv.AppendFloat(b, v, 'g', -1, 64)
 	return append(b, '\n')
+}
+
+// appendLabelValue quotes v as the text format wants: only backslash,
+// double quote and line feed are escaped (Go's quoting would write escapes
+// such as \t or \u00a0 that Prometheus refuses, failing the whole scrape).
+func appendLabelValue(b []byte, v string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\\':
+			b = append(b, `\\`...)
+		case '"':
+			b = append(b, `\"`...)
+		case '\n':
+			b = append(b, `\n`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
