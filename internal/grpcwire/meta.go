@@ -89,8 +89,10 @@ func hopHeader(k []byte) bool {
 		return eqFold(k, "proxy-connection")
 	case 17:
 		return eqFold(k, "transfer-encoding")
+	case 18:
+		return eqFold(k, "proxy-authenticate")
 	case 19:
-		return eqFold(k, "proxy-authorization") || eqFold(k, "proxy-authenticate")
+		return eqFold(k, "proxy-authorization")
 	}
 	return false
 }

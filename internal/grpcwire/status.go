@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -79,11 +80,18 @@ func HTTPResponseStatus(code int, body []byte) *status.Status {
 	}
 	text := http.StatusText(code)
 	if len(body) > 63 {
-		body = body[:63]
+		n := 63
+		for n > 63-utf8.UTFMax && !utf8.RuneStart(body[n]) {
+			n-- // do not split a character
+		}
+		body = body[:n]
 	}
+	// Protobuf refuses to marshal a string that is not UTF-8, which would
+	// drop the ErrorInfo and with it the app's HTTP status.
+	msg := strings.ToValidUTF8(string(body), "\uFFFD")
 	st := status.New(gc, text)
 	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: text, Domain: Domain,
-		Metadata: map[string]string{MetaHTTPCode: strconv.Itoa(code), MetaHTTPErr: string(body)}}); err == nil {
+		Metadata: map[string]string{MetaHTTPCode: strconv.Itoa(code), MetaHTTPErr: msg}}); err == nil {
 		st = d
 	}
 	return st
