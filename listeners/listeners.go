@@ -62,6 +62,7 @@ type Health struct {
 	outbound atomic.Bool // listeners are up
 	once     sync.Once
 	ready    chan struct{}
+	opened   sync.Once // closes ready, once
 }
 
 func (h *Health) init() { h.once.Do(func() { h.ready = make(chan struct{}) }) }
@@ -70,10 +71,9 @@ func (h *Health) init() { h.once.Do(func() { h.ready = make(chan struct{}) }) }
 // AppReady's channel.
 func (h *Health) SetAppReady(v bool) {
 	h.init()
-	if v && !h.app.Swap(true) {
-		close(h.ready)
-	} else if !v {
-		h.app.Store(false)
+	h.app.Store(v)
+	if v {
+		h.opened.Do(func() { close(h.ready) })
 	}
 }
 
