@@ -6,8 +6,11 @@ package admin
 import (
 	"bytes"
 	"encoding/json"
+	"net/http/pprof"
+	"strings"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"github.com/valyala/fasthttp/pprofhandler"
 	"go.uber.org/zap"
 
@@ -32,8 +35,15 @@ func (factory) Start(spec config.Listener, _ *listeners.ChainRef, rt *listeners.
 	return metrics.Serve(log, spec, func(ctx *fasthttp.RequestCtx) { serve(ctx, rt) })
 }
 
+var pprofIndex = fasthttpadaptor.NewFastHTTPHandlerFunc(pprof.Index)
+
 func serve(ctx *fasthttp.RequestCtx, rt *listeners.Runtime) {
 	if bytes.HasPrefix(ctx.Path(), []byte("/debug/pprof/")) {
+		if len(ctx.Path()) == len("/debug/pprof/") {
+			// pprofhandler answers 404 for any path ending in '/'.
+			pprofIndex(ctx)
+			return
+		}
 		pprofhandler.PprofHandler(ctx)
 		return
 	}
@@ -62,6 +72,8 @@ func serve(ctx *fasthttp.RequestCtx, rt *listeners.Runtime) {
 			c.AppAPIToken = "[redacted]"
 		}
 		c.Listeners = redactFilters(c.Listeners)
+		c.Components = redactComponents(c.Components)
+		c.NameResolution.Config = redactMap(c.NameResolution.Config)
 		writeJSON(ctx, map[string]any{"version": s.Version, "source": s.Source, "config": c})
 	case "/clusters":
 		set := rt.Clusters()
@@ -128,15 +140,54 @@ func redactFilters(ls []config.Listener) []config.Listener {
 			if f.Config == nil {
 				continue
 			}
-			m := make(map[string]any, len(f.Config))
-			for k, v := range f.Config {
-				if k == "token" || k == "password" || k == "secret" {
-					v = "[redacted]"
-				}
-				m[k] = v
-			}
-			out[i].Filters[j].Config = m
+			out[i].Filters[j].Config = redactMap(f.Config)
 		}
+	}
+	return out
+}
+
+// secretKey reports settings named like credentials, in any case and as
+// part of a longer name (token, api_token, redisPassword, clientSecret).
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	return strings.Contains(k, "token") || strings.Contains(k, "password") || strings.Contains(k, "secret")
+}
+
+// redactMap copies m, hiding the values of keys named like secrets.
+func redactMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if secretKey(k) {
+			v = "[redacted]"
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// redactComponents copies cs, hiding metadata named like secrets (a redis
+// password, a NATS token).
+func redactComponents(cs []config.Component) []config.Component {
+	if cs == nil {
+		return nil
+	}
+	out := make([]config.Component, len(cs))
+	for i, c := range cs {
+		out[i] = c
+		if c.Metadata == nil {
+			continue
+		}
+		md := make(map[string]string, len(c.Metadata))
+		for k, v := range c.Metadata {
+			if secretKey(k) {
+				v = "[redacted]"
+			}
+			md[k] = v
+		}
+		out[i].Metadata = md
 	}
 	return out
 }
