@@ -156,6 +156,10 @@ func (l *Listener) CallLocalStream(stream internalv1pb.ServiceInvocation_CallLoc
 	defer filters.ReleaseExchange(ex)
 	l.decode(ctx, ex, req)
 	// The body is the request's data followed by every payload chunk.
+	// decode set the data as a raw body, which AppendBody would drop: copy it.
+	if b := ex.Req.Body(); len(b) > 0 {
+		ex.Req.SetBody(b)
+	}
 	if p := first.GetPayload(); p != nil {
 		ex.Req.AppendBody(p.GetData())
 	}
