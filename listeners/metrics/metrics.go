@@ -65,4 +65,12 @@ func Serve(log *zap.Logger, spec config.Listener, h fasthttp.RequestHandler) (*S
 func (s *Server) Addrs() []net.Addr { return listeners.AddrsOf(s.lns) }
 
 // Close shuts the server down.
-func (s *Server) Close(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
+func (s *Server) Close(ctx context.Context) error {
+	err := s.srv.ShutdownWithContext(ctx)
+	// fasthttp only closes the listeners Serve has already taken; one whose
+	// goroutine has not run yet would otherwise stay open for good.
+	for _, ln := range s.lns {
+		_ = ln.Close()
+	}
+	return err
+}
