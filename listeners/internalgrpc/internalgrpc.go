@@ -145,6 +145,9 @@ func (l *Listener) CallLocal(ctx context.Context, req *internalv1pb.InternalInvo
 func (l *Listener) CallLocalStream(stream internalv1pb.ServiceInvocation_CallLocalStreamServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.InvalidArgument, "internal: CallLocalStream: the stream has no request")
+	}
 	if err != nil {
 		return err
 	}

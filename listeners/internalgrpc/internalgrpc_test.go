@@ -442,8 +442,9 @@ func TestCallLocalStreamErrors(t *testing.T) {
 		})
 	}
 	t.Run("no message at all", func(t *testing.T) {
-		if _, err := sendStream(t, s); err == nil {
-			t.Fatal("an empty stream was answered")
+		_, err := sendStream(t, s)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("an empty stream: %v, want InvalidArgument", err)
 		}
 	})
 }
