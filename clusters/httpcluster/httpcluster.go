@@ -51,6 +51,8 @@ type endpoint struct {
 	host     []byte
 	inflight atomic.Int64
 	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
+	// Pipelined endpoints: the error of the last dial, nil once one worked.
+	dialErr atomic.Pointer[error]
 }
 
 // Cluster is an HTTP cluster.
@@ -105,11 +107,23 @@ func New(o Options) (*Cluster, error) {
 		dialer := &fasthttp.TCPDialer{Concurrency: 0}
 		dial := func(a string) (net.Conn, error) { return dialer.DialTimeout(a, ct) }
 		if o.PipelineConns > 0 {
-			c.eps = append(c.eps, &endpoint{host: []byte(addr), client: &fasthttp.PipelineClient{
+			ep := &endpoint{host: []byte(addr)}
+			ep.client = &fasthttp.PipelineClient{
 				Addr: addr, MaxConns: o.PipelineConns, MaxPendingRequests: 4096, MaxIdleConnDuration: 60 * time.Second,
 				ReadBufferSize: 16384, WriteBufferSize: 16384, NoDefaultUserAgentHeader: true,
-				DisableHeaderNamesNormalizing: true, DisablePathNormalizing: true, Dial: dial,
-			}})
+				DisableHeaderNamesNormalizing: true, DisablePathNormalizing: true,
+				Logger: quietLogger{}, // it would log every failed connection to stderr
+				Dial: func(a string) (net.Conn, error) {
+					conn, err := dial(a)
+					if err != nil {
+						ep.dialErr.Store(&err)
+						return refusedConn{err}, nil
+					}
+					ep.dialErr.Store(nil)
+					return conn, nil
+				},
+			}
+			c.eps = append(c.eps, ep)
 			continue
 		}
 		c.eps = append(c.eps, &endpoint{
@@ -129,6 +143,26 @@ func New(o Options) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// refusedConn stands in for a connection a pipelined endpoint could not
+// open. fasthttp's PipelineClient does not fail queued requests when its dial
+// fails: it redials in a loop and they wait for the app to come back,
+// forever when no timeout is set. A connection that fails every read and
+// write makes it fail them now (as io.EOF: Handle reports the dial error).
+type refusedConn struct{ err error }
+
+func (c refusedConn) Read([]byte) (int, error)       { return 0, c.err }
+func (c refusedConn) Write([]byte) (int, error)      { return 0, c.err }
+func (refusedConn) Close() error                     { return nil }
+func (refusedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (refusedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (refusedConn) SetDeadline(time.Time) error      { return nil }
+func (refusedConn) SetReadDeadline(time.Time) error  { return nil }
+func (refusedConn) SetWriteDeadline(time.Time) error { return nil }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(string, ...any) {}
 
 // Close releases idle connections. In-flight requests finish.
 func (c *Cluster) Close() error {
@@ -188,6 +222,9 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 	}
 	ep.inflight.Add(-1)
 	if err != nil {
+		if dialErr := ep.dialErr.Load(); dialErr != nil {
+			err = *dialErr // a pipelined request whose connection could not be opened
+		}
 		gc := codes.Internal
 		switch {
 		case errors.Is(err, fasthttp.ErrTimeout):
@@ -201,8 +238,36 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		return c.fail(ex, err, gc)
 	}
 	ex.Resp.Header.ResetConnectionClose()
-	ex.Resp.Header.Del("Keep-Alive")
+	delFold(&ex.Resp.Header, hdrConnectionB)
+	delFold(&ex.Resp.Header, hdrKeepAliveB)
 	return nil
+}
+
+var (
+	hdrConnectionB = []byte(hdrConnection)
+	hdrKeepAliveB  = []byte("Keep-Alive")
+)
+
+// delFold deletes the response header name in any case: the clients keep
+// the app's header names as they came (normalizing is off), and many
+// servers write them in lower case.
+func delFold(h *fasthttp.ResponseHeader, name []byte) {
+	for {
+		var key []byte
+		for k := range h.All() {
+			if bytes.EqualFold(k, name) {
+				key = k
+				break
+			}
+		}
+		if key == nil {
+			return
+		}
+		n := h.Len()
+		if h.DelBytes(key); h.Len() == n {
+			return // not deletable under this spelling: do not loop
+		}
+	}
 }
 
 func (c *Cluster) fail(ex *filters.Exchange, err error, gc codes.Code) error {
