@@ -348,6 +348,8 @@ func (c *Cluster) proxy(ctx context.Context, cc *grpc.ClientConn, ex *filters.Ex
 	out := grpcwire.OutgoingFromIncoming(md)
 	if c.opts.AppAPIToken != "" {
 		out.Set("dapr-api-token", c.opts.AppAPIToken)
+	} else {
+		delete(out, "dapr-api-token") // the caller's Dapr API token is not the app's
 	}
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
 	defer cancel()
