@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/switchyard-proxy/switchyard/clusters"
+	"github.com/switchyard-proxy/switchyard/clusters/internal/limit"
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
@@ -62,7 +63,7 @@ type Cluster struct {
 	opts  Options
 	conns []*conn
 	rr    atomic.Uint32
-	sem   chan struct{}
+	sem   limit.Gate
 }
 
 type conn struct {
@@ -91,9 +92,7 @@ func New(o Options) (*Cluster, error) {
 		}
 		c.conns = append(c.conns, &conn{addr: e})
 	}
-	if o.MaxConcurrency > 0 {
-		c.sem = make(chan struct{}, o.MaxConcurrency)
-	}
+	c.sem = limit.New(o.MaxConcurrency)
 	return c, nil
 }
 
@@ -123,12 +122,21 @@ func (c *Cluster) conn() (*grpc.ClientConn, error) {
 
 // Handle sends the exchange to the app.
 func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
+	timeout := ex.Timeout
+	if timeout == 0 {
+		timeout = c.opts.Timeout
+	}
 	if c.sem != nil {
-		select {
-		case c.sem <- struct{}{}:
-			defer func() { <-c.sem }()
-		case <-ctx.Done():
-			return c.fail(ex, codes.Canceled, ctx.Err())
+		// The route timeout covers the wait for a slot and the call.
+		waited, err := c.sem.Acquire(ctx, timeout)
+		if err != nil {
+			return c.fail(ex, limit.Code(err), err)
+		}
+		defer c.sem.Release()
+		if timeout > 0 {
+			if timeout -= waited; timeout <= 0 {
+				return c.fail(ex, codes.DeadlineExceeded, limit.ErrTimeout)
+			}
 		}
 	}
 	cc, err := c.conn()
@@ -137,10 +145,6 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 	}
 	if ex.Stream != nil {
 		return c.proxy(ctx, cc, ex)
-	}
-	timeout := ex.Timeout
-	if timeout == 0 {
-		timeout = c.opts.Timeout
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc

@@ -498,6 +498,18 @@ func TestMaxConcurrency(t *testing.T) {
 		t.Fatalf("the app got %d calls, want 1", n)
 	}
 
+	// The route timeout covers the wait for a slot.
+	ex := invocation("POST", "/", "m", "timeout")
+	ex.Timeout = 30 * time.Millisecond
+	if _, err := call(c, context.Background(), ex); err == nil {
+		t.Fatal("a call over max_concurrency was answered while the slot was taken")
+	} else {
+		daprError(t, err, codes.DeadlineExceeded)
+	}
+	if n := a.calls.Load(); n != 1 {
+		t.Fatalf("the app got %d calls, want 1", n)
+	}
+
 	third := make(chan error, 1)
 	go func() {
 		body, err := call(c, context.Background(), invocation("POST", "/", "m", "3"))

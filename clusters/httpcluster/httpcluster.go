@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc/codes"
 
+	"github.com/switchyard-proxy/switchyard/clusters/internal/limit"
 	"github.com/switchyard-proxy/switchyard/filters"
 )
 
@@ -59,7 +61,7 @@ type endpoint struct {
 type Cluster struct {
 	opts     Options
 	eps      []*endpoint
-	sem      chan struct{}
+	sem      limit.Gate
 	rr       atomic.Uint32
 	leastReq bool
 	random   bool
@@ -89,9 +91,7 @@ func New(o Options) (*Cluster, error) {
 	default:
 		return nil, fmt.Errorf("httpcluster: %s: unknown lb_policy %q", o.Name, o.LBPolicy)
 	}
-	if o.MaxConcurrency > 0 {
-		c.sem = make(chan struct{}, o.MaxConcurrency)
-	}
+	c.sem = limit.New(o.MaxConcurrency)
 	maxConns := o.MaxConns
 	if maxConns <= 0 {
 		maxConns = 1024
@@ -198,12 +198,21 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 	if ex.Stream != nil {
 		return filters.ErrStreamUnsupported
 	}
+	timeout := ex.Timeout
+	if timeout == 0 {
+		timeout = c.opts.Timeout
+	}
 	if c.sem != nil {
-		select {
-		case c.sem <- struct{}{}:
-			defer func() { <-c.sem }()
-		case <-ctx.Done():
-			return c.fail(ex, ctx.Err(), codes.Canceled)
+		// The route timeout covers the wait for a slot and the request.
+		waited, err := c.sem.Acquire(ctx, timeout)
+		if err != nil {
+			return c.fail(ex, err, limit.Code(err))
+		}
+		defer c.sem.Release()
+		if timeout > 0 {
+			if timeout -= waited; timeout <= 0 {
+				return c.fail(ex, limit.ErrTimeout, codes.DeadlineExceeded)
+			}
 		}
 	}
 	req := ex.Req
@@ -211,10 +220,6 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 	c.rewrite(ex, req, ep.host)
 	ep.inflight.Add(1)
 	var err error
-	timeout := ex.Timeout
-	if timeout == 0 {
-		timeout = c.opts.Timeout
-	}
 	if timeout > 0 {
 		err = ep.client.DoTimeout(req, ex.Resp, timeout)
 	} else {
@@ -303,21 +308,39 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	}
 	uriEnd := len(buf)
 	host := hdr.Host()
+	// Forwarded (RFC 7239) and X-Forwarded-For are appended to what earlier
+	// proxies set, as daprd does; X-Forwarded-Host keeps the first value.
+	if prev := hdr.Peek(hdrForwarded); len(prev) > 0 {
+		buf = append(buf, prev...)
+		buf = append(buf, ", "...)
+	}
 	buf = append(buf, "for="...)
-	buf = append(buf, ex.RemoteAddr...)
+	if bytes.IndexByte(ex.RemoteAddr, ':') >= 0 { // IPv6: quoted and bracketed
+		buf = append(buf, `"[`...)
+		buf = append(buf, ex.RemoteAddr...)
+		buf = append(buf, `]"`...)
+	} else {
+		buf = append(buf, ex.RemoteAddr...)
+	}
 	if len(host) > 0 {
 		buf = append(buf, ";host="...)
-		buf = append(buf, host...)
+		buf = appendForwardedValue(buf, host)
+	}
+	fwdEnd := len(buf)
+	if len(ex.RemoteAddr) > 0 {
+		if prev := hdr.Peek(hdrXFF); len(prev) > 0 {
+			buf = append(buf, prev...)
+			buf = append(buf, ", "...)
+		}
+		buf = append(buf, ex.RemoteAddr...)
+		hdr.SetBytesV(hdrXFF, buf[fwdEnd:])
 	}
 	ex.Scratch = buf
-	if len(ex.RemoteAddr) > 0 {
-		hdr.SetBytesV(hdrXFF, ex.RemoteAddr)
-	}
-	if len(host) > 0 {
+	if len(host) > 0 && len(hdr.Peek(hdrXFHost)) == 0 {
 		hdr.SetBytesV(hdrXFHost, host)
 	}
 	if len(ex.RemoteAddr) > 0 || len(host) > 0 {
-		hdr.SetBytesV(hdrForwarded, buf[uriEnd:])
+		hdr.SetBytesV(hdrForwarded, buf[uriEnd:fwdEnd])
 	}
 	req.SetRequestURIBytes(buf[:uriEnd])
 	hdr.SetHostBytes(upstream)
@@ -374,4 +397,31 @@ func isRefused(err error) bool {
 		return true
 	}
 	return errors.Is(err, fasthttp.ErrDialTimeout)
+}
+
+// appendForwardedValue appends v as an RFC 7239 value: a token as it is,
+// anything else (a host with a port, say) as a quoted string.
+func appendForwardedValue(buf, v []byte) []byte {
+	for _, c := range v {
+		if !isTokenChar(c) {
+			buf = append(buf, '"')
+			for _, c := range v {
+				if c == '"' || c == '\\' {
+					buf = append(buf, '\\')
+				}
+				buf = append(buf, c)
+			}
+			return append(buf, '"')
+		}
+	}
+	return append(buf, v...)
+}
+
+// isTokenChar reports whether c may appear in an RFC 7230 token.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

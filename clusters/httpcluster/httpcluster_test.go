@@ -272,7 +272,7 @@ func TestRequestRewrite(t *testing.T) {
 					{"x-custom", s.get("X-Custom"), "v"},
 					{"x-forwarded-for", s.get("X-Forwarded-For"), "10.1.2.3"},
 					{"x-forwarded-host", s.get("X-Forwarded-Host"), "sidecar.local:3500"},
-					{"forwarded", s.get("Forwarded"), "for=10.1.2.3;host=sidecar.local:3500"},
+					{"forwarded", s.get("Forwarded"), `for=10.1.2.3;host="sidecar.local:3500"`},
 					{"caller", s.get("dapr-caller-app-id"), "frontend"},
 					{"callee", s.get("dapr-callee-app-id"), "orders"},
 				}
@@ -283,6 +283,44 @@ func TestRequestRewrite(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestForwardingHeadersAppend: what earlier proxies set is kept; this hop is
+// appended to X-Forwarded-For and Forwarded (as daprd does), an IPv6 client
+// is quoted in Forwarded (RFC 7239), X-Forwarded-Host keeps the first value.
+func TestForwardingHeadersAppend(t *testing.T) {
+	a := startApp(t, nil)
+	c := newCluster(t, Options{Name: "app", Endpoints: []string{a.addr}})
+	cases := []struct {
+		name, remote, host        string
+		xff, fwd, xfh             string // set by the caller; "" none
+		wantXFF, wantFwd, wantXFH string
+	}{
+		{"first hop, token host", "10.1.2.3", "sidecar", "", "", "", "10.1.2.3", "for=10.1.2.3;host=sidecar", "sidecar"},
+		{"ipv6 client", "2001:db8::7", "sidecar", "", "", "", "2001:db8::7", `for="[2001:db8::7]";host=sidecar`, "sidecar"},
+		{"after other proxies", "10.1.2.3", "sidecar", "203.0.113.9", "for=203.0.113.9", "shop.example", "203.0.113.9, 10.1.2.3", "for=203.0.113.9, for=10.1.2.3;host=sidecar", "shop.example"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := newExchange("GET", "/v1.0/invoke/orders/method/m", "m")
+			ex.Req.Header.SetHost(tc.host)
+			ex.SetRemoteAddr(netip.MustParseAddr(tc.remote))
+			for k, v := range map[string]string{"X-Forwarded-For": tc.xff, "Forwarded": tc.fwd, "X-Forwarded-Host": tc.xfh} {
+				if v != "" {
+					ex.Req.Header.Set(k, v)
+				}
+			}
+			if _, _, err := do(c, context.Background(), ex); err != nil {
+				t.Fatal(err)
+			}
+			s := a.lastSeen()
+			for _, ck := range []struct{ h, want string }{{"X-Forwarded-For", tc.wantXFF}, {"Forwarded", tc.wantFwd}, {"X-Forwarded-Host", tc.wantXFH}} {
+				if got := s.get(ck.h); got != ck.want {
+					t.Errorf("%s = %q, want %q", ck.h, got, ck.want)
+				}
+			}
+		})
 	}
 }
 
@@ -707,6 +745,18 @@ func TestMaxConcurrency(t *testing.T) {
 		t.Fatalf("the app got %d requests, want 1", n)
 	}
 
+	// The route timeout covers the wait for a slot.
+	ex := newExchange("POST", "/v1.0/invoke/orders/method/m", "m")
+	ex.Timeout = 30 * time.Millisecond
+	if _, _, err := do(c, context.Background(), ex); err == nil {
+		t.Fatal("a request over max_concurrency was answered while the slot was taken")
+	} else {
+		daprError(t, err, codes.DeadlineExceeded)
+	}
+	if n := a.hits.Load(); n != 1 {
+		t.Fatalf("the app got %d requests, want 1", n)
+	}
+
 	// A waiting request goes through once the first finishes.
 	third := make(chan error, 1)
 	go func() {
@@ -974,6 +1024,9 @@ func BenchmarkRewrite(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		ex.Req.Header.SetHost("sidecar.local:3500")
+		ex.Req.Header.Del("X-Forwarded-For") // a fresh request: no earlier hop
+		ex.Req.Header.Del("Forwarded")
+		ex.Req.Header.Del("X-Forwarded-Host")
 		c.rewrite(ex, ex.Req, c.eps[0].host)
 	}
 }
