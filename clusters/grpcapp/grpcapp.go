@@ -348,8 +348,7 @@ func (c *Cluster) proxy(ctx context.Context, cc *grpc.ClientConn, ex *filters.Ex
 	if !ok {
 		return filters.ErrStreamUnsupported
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	out := grpcwire.OutgoingFromIncoming(md)
+	out := grpcwire.OutgoingFromIncoming(grpcwire.IncomingMD(ctx, ex.Stream))
 	if c.opts.AppAPIToken != "" {
 		out.Set("dapr-api-token", c.opts.AppAPIToken)
 	} else {
@@ -361,5 +360,5 @@ func (c *Cluster) proxy(ctx context.Context, cc *grpc.ClientConn, ex *filters.Ex
 	if err != nil {
 		return err
 	}
-	return grpcwire.Pump(ss, cs)
+	return grpcwire.Pump(ss, cs, cancel)
 }

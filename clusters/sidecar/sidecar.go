@@ -594,8 +594,7 @@ func (c *Cluster) proxy(ctx context.Context, ex *filters.Exchange) error {
 	if err != nil {
 		return c.fail("failed to proxy request: couldn't resolve address for %s: %v", c.opts.AppID, err)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	out := grpcwire.OutgoingFromIncoming(md)
+	out := grpcwire.OutgoingFromIncoming(grpcwire.IncomingMD(ctx, ex.Stream))
 	out.Set(grpcwire.MDCallerID, c.opts.SelfAppID)
 	out.Set(grpcwire.MDCalleeID, c.opts.AppID)
 	if out.Get(grpcwire.MDAppID) == nil {
@@ -614,7 +613,7 @@ func (c *Cluster) proxy(ctx context.Context, ex *filters.Exchange) error {
 		ep.inflight.Add(1)
 		cs, err := cc.NewStream(ctx, grpcwire.StreamDesc, ex.Stream.FullMethod(), grpc.ForceCodecV2(grpcwire.RawCodec))
 		if err == nil {
-			err = grpcwire.Pump(ss, cs)
+			err = grpcwire.Pump(ss, cs, cancel)
 			ep.inflight.Add(-1)
 			return err
 		}

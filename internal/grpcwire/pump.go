@@ -3,6 +3,7 @@ package grpcwire
 import (
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,42 +16,45 @@ var StreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 // Pump copies frames between the downstream server stream and the upstream
 // client stream until the upstream ends, then hands its headers, trailers
 // and status to the downstream. It returns the status error to return from
-// the server handler (nil for OK). The caller cancels the upstream's context
-// when Pump returns, which ends the upstream if the downstream went away.
-func Pump(down grpc.ServerStream, up grpc.ClientStream) error {
-	s2c := make(chan error, 1)
-	go func() { s2c <- downToUp(down, up) }()
-	c2s := make(chan error, 1)
-	go func() { c2s <- upToDown(up, down) }()
-	for {
-		select {
-		case err := <-s2c:
-			if err == nil || errors.Is(err, io.EOF) {
-				// The client finished sending (or the upstream stopped
-				// reading): half-close upstream and wait for its answer.
-				_ = up.CloseSend()
-				s2c = nil
-				continue
-			}
-			if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
-				return err
-			}
-			return status.Errorf(codes.Canceled, "proxy: downstream: %v", err)
-		case err := <-c2s:
-			down.SetTrailer(up.Trailer())
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+// the server handler (nil for OK). cancelUp cancels the upstream's context:
+// Pump calls it when the downstream fails, and the caller calls it when Pump
+// returns.
+func Pump(down grpc.ServerStream, up grpc.ClientStream, cancelUp func()) error {
+	// The upstream's answer is pumped on the calling goroutine; only the
+	// downstream's messages need a goroutine of their own. Its failure is
+	// recorded before it cancels the upstream, so that it is seen below.
+	var failed atomic.Pointer[error]
+	go func() {
+		if err := downToUp(down, up); err != nil && !errors.Is(err, io.EOF) {
+			failed.Store(&err)
+			cancelUp()
 		}
+	}()
+	err := upToDown(up, down)
+	if derr := failed.Load(); derr != nil {
+		// The downstream failed first: that explains the failure better
+		// than the cancellation it caused upstream.
+		if s, ok := status.FromError(*derr); ok && s.Code() != codes.Unknown {
+			return *derr
+		}
+		return status.Errorf(codes.Canceled, "proxy: downstream: %v", *derr)
 	}
+	down.SetTrailer(up.Trailer())
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 func downToUp(down grpc.ServerStream, up grpc.ClientStream) error {
 	f := new(Frame)
 	for {
 		if err := down.RecvMsg(f); err != nil {
-			return err // io.EOF when the client half-closed
+			if errors.Is(err, io.EOF) {
+				// The client half-closed: so does the upstream.
+				_ = up.CloseSend()
+			}
+			return err
 		}
 		if err := up.SendMsg(f); err != nil {
 			if errors.Is(err, io.EOF) {

@@ -171,7 +171,7 @@ func startUpstream(t testing.TB) *upstream {
 
 // startProxy serves every method by pumping it to up, as the gRPC app
 // cluster does; the value Pump returned is sent on pumped.
-func startProxy(t testing.TB, up string) (addr string, pumped chan error) {
+func startProxy(t testing.TB, up string, opts ...grpc.ServerOption) (addr string, pumped chan error) {
 	t.Helper()
 	conn, err := grpc.NewClient(up, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -183,7 +183,7 @@ func startProxy(t testing.TB, up string) (addr string, pumped chan error) {
 		t.Fatal(err)
 	}
 	pumped = make(chan error, 16)
-	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+	srv := grpc.NewServer(append(opts, grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
 		method, _ := grpc.MethodFromServerStream(ss)
 		md, _ := metadata.FromIncomingContext(ss.Context())
 		ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ss.Context(), OutgoingFromIncoming(md)))
@@ -192,10 +192,10 @@ func startProxy(t testing.TB, up string) (addr string, pumped chan error) {
 		if err != nil {
 			return err
 		}
-		err = Pump(ss, cs)
+		err = Pump(ss, cs, cancel)
 		pumped <- err
 		return err
-	}))
+	}))...)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String(), pumped
@@ -327,6 +327,36 @@ func TestPump(t *testing.T) {
 		}
 		wait(t, up.canceled, "the upstream to see the cancellation")
 	})
+}
+
+// TestPumpDownstreamFailure: a downstream message the proxy refuses (over
+// its size limit) ends the call with that status, and the upstream, which
+// was waiting for more, is cancelled rather than left waiting.
+func TestPumpDownstreamFailure(t *testing.T) {
+	up := startUpstream(t)
+	proxy, pumped := startProxy(t, up.addr, grpc.MaxRecvMsgSize(1024))
+	conn := dial(t, proxy)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := conn.NewStream(ctx, StreamDesc, "/test.Echo/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&commonv1pb.StreamPayload{Data: []byte("small")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RecvMsg(new(commonv1pb.StreamPayload)); err != nil {
+		t.Fatal(err)
+	}
+	<-up.gotMD
+	_ = cs.SendMsg(&commonv1pb.StreamPayload{Data: bytes.Repeat([]byte("x"), 4096)})
+	if err := wait(t, pumped, "Pump"); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Pump returned %v, want ResourceExhausted", err)
+	}
+	wait(t, up.canceled, "the upstream to be cancelled")
+	if err := cs.RecvMsg(new(commonv1pb.StreamPayload)); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("caller got %v, want ResourceExhausted", err)
+	}
 }
 
 func BenchmarkRawCodecFrame(b *testing.B) {

@@ -1,9 +1,11 @@
 package grpcwire
 
 import (
+	"context"
 	"net/netip"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"github.com/switchyard-proxy/switchyard/filters"
@@ -14,6 +16,20 @@ import (
 type ServerStream struct {
 	grpc.ServerStream
 	Method string
+	// MD is the call's incoming metadata as the listener read it (a copy the
+	// listener owns); nil when the listener did not keep it.
+	MD metadata.MD
+}
+
+// IncomingMD returns the incoming metadata of a proxied call: the copy the
+// listener kept in its ServerStream, else the one in ctx. Reading it once
+// per call saves a copy of every key and value per hop.
+func IncomingMD(ctx context.Context, st filters.Stream) metadata.MD {
+	if s, ok := st.(*ServerStream); ok && s.MD != nil {
+		return s.MD
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return md
 }
 
 var _ filters.Stream = (*ServerStream)(nil)

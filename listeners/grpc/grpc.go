@@ -116,10 +116,16 @@ func (l *Listener) Close(ctx context.Context) error {
 }
 
 func (l *Listener) exchange(ctx context.Context) *filters.Exchange {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return l.exchangeMD(ctx, md)
+}
+
+// exchangeMD is exchange with the call's incoming metadata already read.
+func (l *Listener) exchangeMD(ctx context.Context, md metadata.MD) *filters.Exchange {
 	ex := filters.AcquireExchange(true)
 	ex.Protocol = filters.ProtocolGRPC
 	ex.Listener = l.name
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
+	if md != nil {
 		grpcwire.IncomingToHeaders(md, &ex.Req.Header)
 	}
 	if p, ok := peer.FromContext(ctx); ok {
@@ -380,10 +386,10 @@ func (l *Listener) proxy(_ any, ss grpc.ServerStream) error {
 	if len(ids) == 0 || ids[0] == "" {
 		return status.Errorf(codes.Unimplemented, "unknown service or method %s: gRPC proxying needs the dapr-app-id metadata", method)
 	}
-	ex := l.exchange(ctx)
+	ex := l.exchangeMD(ctx, md)
 	defer filters.ReleaseExchange(ex)
 	ex.Req.Header.SetMethod("POST")
-	ex.Stream = &grpcwire.ServerStream{ServerStream: ss, Method: method}
+	ex.Stream = &grpcwire.ServerStream{ServerStream: ss, Method: method, MD: md}
 	ex.SetInvoke([]byte(ids[0]), []byte(grpcwire.RouteMethod(method)))
 	if err := l.chain.Load().Handle(ctx, ex); err != nil {
 		return grpcwire.Status(err, filters.KindInvoke).Err()

@@ -266,7 +266,7 @@ func (l *Listener) proxy(_ any, ss grpc.ServerStream) error {
 	if p, ok := peer.FromContext(ctx); ok {
 		ex.SetRemoteAddr(grpcwire.PeerAddr(p))
 	}
-	ex.Stream = &grpcwire.ServerStream{ServerStream: ss, Method: method}
+	ex.Stream = &grpcwire.ServerStream{ServerStream: ss, Method: method, MD: md}
 	ex.SetInvoke(l.appID, []byte(grpcwire.RouteMethod(method)))
 	if err := l.chain.Load().Handle(ctx, ex); err != nil {
 		return grpcwire.Status(err, filters.KindInvoke).Err()
