@@ -2,10 +2,8 @@ package cmd_test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,7 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/switchyard-proxy/switchyard/internal/e2e"
 )
 
 var bins struct {
@@ -49,66 +48,13 @@ func build(t *testing.T) (switchyard, httpapp string) {
 	return bins.switchyard, bins.httpapp
 }
 
-// issuedPorts are the ports freePort handed out in this test process: a
-// port is free when asked for but bound later by another process, so the
-// same one must not be handed out twice.
-var issuedPorts sync.Map
+func freePort(t *testing.T) int { return e2e.FreePort(t) }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := issuedPorts.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-	t.Fatal("no fresh free port")
-	return 0
-}
-
-// proc is a started process with its output captured.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+type proc = e2e.Proc
 
 func start(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("output of %s:\n%s", filepath.Base(name), p.output())
-		}
-	})
-	return p
+	return e2e.Start(t, env, name, args...)
 }
 
 // startApp starts the test app on a free port and returns the port.
@@ -117,7 +63,7 @@ func startApp(t *testing.T, args ...string) (int, *proc) {
 	_, app := build(t)
 	port := freePort(t)
 	p := start(t, nil, app, append([]string{"-addr", "127.0.0.1:" + strconv.Itoa(port)}, args...)...)
-	waitFor(t, func() bool { return strings.Contains(p.output(), "listening on") }, "app to listen")
+	waitFor(t, func() bool { return strings.Contains(p.Output(), "listening on") }, "app to listen")
 	return port, p
 }
 
@@ -156,13 +102,7 @@ func waitReady(t *testing.T, s *sidecar) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e2e.WaitFor(t, cond, what)
 }
 
 func do(t *testing.T, method, url string, body io.Reader, hdr ...string) (*http.Response, []byte) {

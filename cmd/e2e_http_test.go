@@ -201,7 +201,7 @@ func TestHTTPInvoke(t *testing.T) {
 	})
 
 	t.Run("logs", func(t *testing.T) {
-		out := sc.output()
+		out := sc.Output()
 		if len(logLines(out, "application discovered on port "+strconv.Itoa(appPort))) != 1 {
 			t.Fatalf("no discovery line:\n%s", out)
 		}
@@ -215,9 +215,9 @@ func TestHTTPInvoke(t *testing.T) {
 			t.Fatalf("shutdown %d", resp.StatusCode)
 		}
 		select {
-		case <-sc.done:
-			if sc.err != nil {
-				t.Fatalf("exit: %v", sc.err)
+		case <-sc.Done:
+			if sc.Err != nil {
+				t.Fatalf("exit: %v", sc.Err)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("did not exit after /v1.0/shutdown")
@@ -352,8 +352,8 @@ func TestListenAddresses(t *testing.T) {
 	if resp, _ := do(t, "GET", sc.url("/v1.0/invoke/orders/method/x"), nil); resp.StatusCode != 200 {
 		t.Fatalf("invoke: %d", resp.StatusCode)
 	}
-	if l := logLines(sc.output(), "failed to listen on an address"); len(l) == 0 || !strings.Contains(l[0], "192.0.2.1") {
-		t.Fatalf("no warning for the unbindable address:\n%s", sc.output())
+	if l := logLines(sc.Output(), "failed to listen on an address"); len(l) == 0 || !strings.Contains(l[0], "192.0.2.1") {
+		t.Fatalf("no warning for the unbindable address:\n%s", sc.Output())
 	}
 }
 

@@ -42,9 +42,9 @@ func TestZeroConfigTwoSidecars(t *testing.T) {
 	}
 
 	// Stop the callee's sidecar gracefully: it withdraws from the registry.
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	_ = b.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-b.done:
+	case <-b.Done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("callee sidecar did not stop")
 	}

@@ -47,7 +47,7 @@ func startSDKSub(t *testing.T, topics string) int {
 	bin := buildSDKSub(t)
 	port := freePort(t)
 	p := start(t, nil, bin, "-addr", "127.0.0.1:"+strconv.Itoa(port), "-topics", topics)
-	waitFor(t, func() bool { return strings.Contains(p.output(), "listening on") }, "sdksub to listen")
+	waitFor(t, func() bool { return strings.Contains(p.Output(), "listening on") }, "sdksub to listen")
 	return port
 }
 
@@ -86,8 +86,8 @@ func writeComponent(t *testing.T, typ string, md map[string]string) string {
 }
 
 func (s *sidecar) kill() {
-	_ = s.cmd.Process.Kill()
-	<-s.done
+	_ = s.Cmd.Process.Kill()
+	<-s.Done
 }
 
 // publisher publishes numbered messages with the Dapr Go SDK over the
@@ -171,7 +171,7 @@ func TestPubSubAtLeastOnce(t *testing.T) {
 			p.publish(t, "orders", 0, n/4)
 
 			// The subscriber's sidecar dies (no graceful stop) and comes back.
-			sub.kill()
+			sub.Kill()
 			p.publish(t, "orders", n/4, n/2)
 			sub = startSidecar(t, nil, "sub", appPort, "--resources-path", res)
 			waitReady(t, sub)
@@ -231,5 +231,5 @@ func TestPubSubHTTPPublishAndDrop(t *testing.T) {
 		_, b := do(t, "GET", "http://127.0.0.1:"+strconv.Itoa(sc.metrics)+"/metrics", nil)
 		return strings.Contains(string(b), `process_status="drop",topic="gone"} 1`)
 	}, "the drop metric")
-	waitFor(t, func() bool { return len(logLines(sc.output(), "dropped a pub/sub event")) > 0 }, "a warning for the dropped event")
+	waitFor(t, func() bool { return len(logLines(sc.Output(), "dropped a pub/sub event")) > 0 }, "a warning for the dropped event")
 }

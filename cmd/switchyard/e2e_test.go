@@ -1,12 +1,10 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +23,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-proxy/switchyard/internal/e2e"
 )
 
 // The end-to-end tests build the switchyard binary and the test apps, and
@@ -72,76 +72,18 @@ func binary(t *testing.T, name string) string {
 	return filepath.Join(bins.dir, name)
 }
 
-// issuedPorts are the ports freePort handed out in this test process: a
-// port is free when asked for but bound later by another process, so the
-// same one must not be handed out twice.
-var issuedPorts sync.Map
+func freePort(t *testing.T) int { return e2e.FreePort(t) }
 
-func freePort(t *testing.T) int {
+// start starts bin; name labels its output when the test fails.
+func start(t *testing.T, name, bin string, args ...string) *e2e.Proc {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := issuedPorts.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-	t.Fatal("no fresh free port")
-	return 0
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuf
-	done chan struct{}
-}
-
-func start(t *testing.T, name, bin string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuf{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("--- output of %s:\n%s", p.name, p.out.String())
-		}
-	})
+	p := e2e.Start(t, nil, bin, args...)
+	p.Name = name
 	return p
 }
 
-func (p *proc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
 type sidecar struct {
-	*proc
+	*e2e.Proc
 	id                   string
 	http, grpc, internal int
 }
@@ -172,7 +114,7 @@ func startSidecar(t *testing.T, id string, internal, appPort int, appProto strin
 	if appPort != 0 {
 		args = append(args, "--app-port", strconv.Itoa(appPort), "--app-protocol", appProto)
 	}
-	s.proc = start(t, "sidecar "+id, binary(t, "switchyard"), args...)
+	s.Proc = start(t, "sidecar "+id, binary(t, "switchyard"), args...)
 	waitHealthy(t, s)
 	return s
 }
@@ -183,8 +125,8 @@ func waitHealthy(t *testing.T, s *sidecar) {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case <-s.done:
-			t.Fatalf("sidecar %s exited:\n%s", s.id, s.out.String())
+		case <-s.Done:
+			t.Fatalf("sidecar %s exited:\n%s", s.id, s.Output())
 		default:
 		}
 		resp, err := http.Get(url)
@@ -196,7 +138,7 @@ func waitHealthy(t *testing.T, s *sidecar) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the readiness signal
 	}
-	t.Fatalf("sidecar %s not healthy in time:\n%s", s.id, s.out.String())
+	t.Fatalf("sidecar %s not healthy in time:\n%s", s.id, s.Output())
 }
 
 // topology: sidecar "web" in front of an HTTP app, "rpc" in front of a gRPC
@@ -563,7 +505,7 @@ func TestLoadBalancing(t *testing.T) {
 				}(w)
 			}
 			<-killAt
-			s2.kill()
+			s2.Kill()
 			wg.Wait()
 			t.Logf("%s: %d ok, %d failed after killing one of two instances under load", name, ok.Load(), failed.Load())
 			// Only requests the killed instance may have received can fail
@@ -621,7 +563,7 @@ name_resolution:
 	if err := os.WriteFile(file, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.proc = start(t, "sidecar "+id, binary(t, "switchyard"), "--app-id", id, "-c", file, "--log-level", "warn")
+	s.Proc = start(t, "sidecar "+id, binary(t, "switchyard"), "--app-id", id, "-c", file, "--log-level", "warn")
 	waitHealthy(t, s)
 	return s
 }

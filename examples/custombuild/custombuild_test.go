@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/switchyard-proxy/switchyard/internal/e2e"
 )
 
 // TestCustomBuild builds this main and the test app, and runs the custom
@@ -31,18 +30,18 @@ func TestCustomBuild(t *testing.T) {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 		}
 	}
-	appPort := freePort(t)
-	a := start(t, app, "-addr", "127.0.0.1:"+strconv.Itoa(appPort))
-	waitFor(t, func() bool { return strings.Contains(a.output(), "listening on") }, "app")
+	appPort := e2e.FreePort(t)
+	a := e2e.Start(t, nil, app, "-addr", "127.0.0.1:"+strconv.Itoa(appPort))
+	e2e.WaitFor(t, func() bool { return strings.Contains(a.Output(), "listening on") }, "app")
 
 	t.Run("defaults", func(t *testing.T) {
-		httpPort := freePort(t)
-		p := start(t, bin, "--app-id", "orders", "--app-port", strconv.Itoa(appPort),
-			"--dapr-http-port", strconv.Itoa(httpPort), "--dapr-grpc-port", strconv.Itoa(freePort(t)),
-			"--metrics-port", strconv.Itoa(freePort(t)), "--admin-port", strconv.Itoa(freePort(t)))
+		httpPort := e2e.FreePort(t)
+		p := e2e.Start(t, nil, bin, "--app-id", "orders", "--app-port", strconv.Itoa(appPort),
+			"--dapr-http-port", strconv.Itoa(httpPort), "--dapr-grpc-port", strconv.Itoa(e2e.FreePort(t)),
+			"--metrics-port", strconv.Itoa(e2e.FreePort(t)), "--admin-port", strconv.Itoa(e2e.FreePort(t)))
 		base := "http://127.0.0.1:" + strconv.Itoa(httpPort)
-		waitFor(t, func() bool { return status(base+"/v1.0/healthz") == http.StatusNoContent }, "healthz 204")
-		out := p.output()
+		e2e.WaitFor(t, func() bool { return status(base+"/v1.0/healthz") == http.StatusNoContent }, "healthz 204")
+		out := p.Output()
 		for _, want := range []string{"left out of the built-in defaults", "listener dapr_subscriptions", "component pubsub"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("log lacks %q:\n%s", want, out)
@@ -69,7 +68,7 @@ func TestCustomBuild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		httpPort, adminPort := freePort(t), freePort(t)
+		httpPort, adminPort := e2e.FreePort(t), e2e.FreePort(t)
 		cfg := strings.NewReplacer(":3500", ":"+strconv.Itoa(httpPort), ":9901", ":"+strconv.Itoa(adminPort)).Replace(string(example))
 		cfgPath := filepath.Join(t.TempDir(), "switchyard.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -78,9 +77,9 @@ func TestCustomBuild(t *testing.T) {
 		if b, err := exec.Command(bin, "validate", "-c", cfgPath, "--app-id", "orders").CombinedOutput(); err != nil {
 			t.Fatalf("validate: %v\n%s", err, b)
 		}
-		start(t, bin, "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "-c", cfgPath)
+		e2e.Start(t, nil, bin, "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "-c", cfgPath)
 		base := "http://127.0.0.1:" + strconv.Itoa(httpPort)
-		waitFor(t, func() bool { return status(base+"/v1.0/healthz") == http.StatusNoContent }, "healthz 204")
+		e2e.WaitFor(t, func() bool { return status(base+"/v1.0/healthz") == http.StatusNoContent }, "healthz 204")
 		got := invoke(t, base+"/v1.0/invoke/orders/method/neworder", "custom-switchyard")
 		if v := got.Headers["X-Tenant"]; len(v) != 1 || v[0] != "blue" {
 			t.Errorf("app saw x-tenant %v, want [blue] (set by the headers filter)", v)
@@ -135,71 +134,4 @@ func status(url string) int {
 	}
 	r.Body.Close()
 	return r.StatusCode
-}
-
-var issued sync.Map
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := issued.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-	t.Fatal("no fresh free port")
-	return 0
-}
-
-type proc struct {
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-func start(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = p, p
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("output of %s:\n%s", filepath.Base(name), p.output())
-		}
-	})
-	return p
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
