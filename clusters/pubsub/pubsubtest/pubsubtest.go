@@ -7,6 +7,7 @@ package pubsubtest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-proxy/switchyard/clusters/pubsub"
 )
 
 // StartTimeout bounds how long a broker may take to become ready.
@@ -215,4 +218,25 @@ func tail(path string) string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
+}
+
+// NewBroker builds a broker of typ through the registry, as a component
+// would, after checking md as at config load; it is closed when the test ends.
+func NewBroker(t testing.TB, typ string, md map[string]string) pubsub.Broker {
+	t.Helper()
+	f, ok := pubsub.Get(typ)
+	if !ok {
+		t.Fatalf("%s not registered", typ)
+	}
+	if v, ok := f.(pubsub.MetadataValidator); ok {
+		if err := v.ValidateMetadata(md); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := f.New(context.Background(), pubsub.Options{Name: "pubsub", AppID: "app", Metadata: md})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }

@@ -25,19 +25,7 @@ func newBroker(t testing.TB, addr string, extra map[string]string) *Broker {
 	md := map[string]string{"redisHost": addr}
 	maps.Copy(md, fast)
 	maps.Copy(md, extra)
-	f, ok := pubsub.Get(Type)
-	if !ok {
-		t.Fatalf("%s not registered", Type)
-	}
-	if err := f.(pubsub.MetadataValidator).ValidateMetadata(md); err != nil {
-		t.Fatal(err)
-	}
-	b, err := f.New(context.Background(), pubsub.Options{Name: "pubsub", AppID: "app", Metadata: md})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.(*Broker)
+	return pubsubtest.NewBroker(t, Type, md).(*Broker)
 }
 
 type collector struct {
