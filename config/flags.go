@@ -88,6 +88,12 @@ var settings = []setting{
 		set: func(c *Config, v any) (err error) { c.DaprConfig, err = asStrings(v); return }},
 	{key: "log_level", flag: "log-level", def: "info", usage: "Log level: debug, info, warn, error or fatal",
 		set: func(c *Config, v any) (err error) { c.LogLevel, err = asString(v); return }},
+	{key: "internal_http", flag: "internal-http", def: true, usage: "Let invocations between switchyard sidecars use HTTP/1.1 on the internal port (gRPC with any other peer)",
+		set: func(c *Config, v any) (err error) {
+			b, err := asBool(v)
+			c.InternalHTTP = &b
+			return err
+		}},
 	{key: "log_as_json", flag: "log-as-json", def: false, usage: "Write logs as JSON",
 		set: func(c *Config, v any) (err error) { c.LogAsJSON, err = asBool(v); return }},
 	{key: "dapr_http_max_request_size", flag: "dapr-http-max-request-size", def: 4, usage: "Max size of a request body, in MB",

@@ -65,6 +65,9 @@ type Config struct {
 	APIToken               string   `json:"api_token"`     // DAPR_API_TOKEN
 	AppAPIToken            string   `json:"app_api_token"` // APP_API_TOKEN
 	Mode                   string   `json:"mode"`          // standalone (the only mode supported)
+	// InternalHTTP lets sidecar-to-sidecar invocations between switchyard
+	// sidecars use HTTP/1.1 on the internal port instead of gRPC (nil: on).
+	InternalHTTP *bool `json:"internal_http"`
 
 	// Envoy-style model.
 	Listeners      []Listener     `json:"listeners"`
@@ -213,3 +216,7 @@ type ACLOperation struct {
 	HTTPVerb []string `json:"http_verb"`
 	Action   string   `json:"action"`
 }
+
+// InternalHTTPOn reports whether invocations between switchyard sidecars may
+// use HTTP/1.1 on the internal port (the default).
+func (c *Config) InternalHTTPOn() bool { return c.InternalHTTP == nil || *c.InternalHTTP }

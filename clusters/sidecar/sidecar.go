@@ -19,6 +19,7 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -64,6 +65,7 @@ func (kind) Build(cfg config.Cluster, env clusters.Env) (clusters.Cluster, error
 		Scheme: env.NameResolution.Scheme, ResolverConfig: env.NameResolution.Config,
 		Endpoints: cfg.Endpoints, LBPolicy: cfg.LBPolicy,
 		ConnectTimeout: cfg.ConnectTimeout.D(), Timeout: cfg.Timeout.D(),
+		Link:   env.Config == nil || env.Config.InternalHTTPOn(),
 		Logger: env.Logger,
 	})
 }
@@ -95,6 +97,9 @@ type Options struct {
 	// CallLocal when the peer answers Unimplemented. By default CallLocal
 	// is used: every peer implements it and it is one round trip.
 	Stream bool
+	// Link sends unary invocations over HTTP/1.1 to endpoints that offer
+	// it (switchyard peers; see internal/peerhttp), gRPC to the others.
+	Link   bool
 	Logger *zap.Logger
 }
 
@@ -104,6 +109,8 @@ type endpoint struct {
 	inflight atomic.Int64
 	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
 	noStream atomic.Bool  // the peer answered Unimplemented to CallLocalStream
+	linkOK   atomic.Bool  // the peer offered the HTTP/1.1 link
+	hc       atomic.Pointer[fasthttp.HostClient]
 }
 
 // Cluster is a sidecar cluster.
@@ -120,6 +127,8 @@ type Cluster struct {
 	mu       sync.Mutex // endpoint updates
 	closed   atomic.Bool
 	dialOpts []grpc.DialOption
+	// Header values of the link, as bytes.
+	selfID, appID, selfNS []byte
 }
 
 var _ clusters.Cluster = (*Cluster)(nil)
@@ -152,7 +161,7 @@ func New(o Options) (*Cluster, error) {
 		o.ConnectTimeout = 5 * time.Second
 	}
 	c := &Cluster{opts: o, log: o.Logger.With(zap.String("scope", "cluster.sidecar"), zap.String("target_app_id", o.AppID)),
-		ready: make(chan struct{})}
+		ready: make(chan struct{}), selfID: []byte(o.SelfAppID), appID: []byte(o.AppID), selfNS: []byte(o.SelfNamespace)}
 	switch o.LBPolicy {
 	case "", "round_robin":
 	case "least_request":
@@ -260,8 +269,14 @@ func (ep *endpoint) failing() bool {
 	return cc != nil && cc.GetState() == connectivity.TransientFailure
 }
 
-// drop gives the endpoint's hold on its pooled connection back.
-func (ep *endpoint) drop() { conns.release(ep.shared) }
+// drop gives the endpoint's hold on its pooled connection back and closes
+// its idle link connections.
+func (ep *endpoint) drop() {
+	conns.release(ep.shared)
+	if hc := ep.hc.Load(); hc != nil {
+		hc.CloseIdleConnections()
+	}
+}
 
 // dropIf detaches cc if it is still the connection to the endpoint's
 // address, so that the next call dials afresh.
@@ -441,23 +456,41 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 	}
 	cl := callPool.Get().(*call)
 	defer cl.release()
-	req := c.buildRequest(ex, cl)
+	var req *internalv1pb.InternalInvokeRequest // built for the first gRPC attempt
 	var last *endpoint
 	for attempt := 0; ; attempt++ {
 		ep := c.pick(eps, last)
 		last = ep
-		cc, err := ep.conn(c.dialOpts)
-		if err != nil {
-			return c.fail("failed to invoke, id: %s, err: %v", c.opts.AppID, err)
+		var cc *grpc.ClientConn
+		failing := false
+		if c.opts.Link && ep.linkOK.Load() {
+			ep.inflight.Add(1)
+			err = c.invokeHTTP(ctx, ep, ex)
+			ep.inflight.Add(-1)
+		} else {
+			if req == nil {
+				req = c.buildRequest(ex, cl)
+			}
+			if attempt > 0 {
+				ex.Resp.Reset() // what a failed attempt over the link left
+			}
+			if cc, err = ep.conn(c.dialOpts); err != nil {
+				return c.fail("failed to invoke, id: %s, err: %v", c.opts.AppID, err)
+			}
+			// A call on a connection in TRANSIENT_FAILURE fails at once and
+			// is never sent: it may go to another endpoint whatever the
+			// route says.
+			failing = cc.GetState() == connectivity.TransientFailure
+			ep.inflight.Add(1)
+			err = c.invoke(ctx, ep, cc, req, ex, cl)
+			ep.inflight.Add(-1)
 		}
-		// A call on a connection in TRANSIENT_FAILURE fails at once and is
-		// never sent: it may go to another endpoint whatever the route says.
-		failing := cc.GetState() == connectivity.TransientFailure
-		ep.inflight.Add(1)
-		err = c.invoke(ctx, ep, cc, req, ex, cl)
-		ep.inflight.Add(-1)
 		if err == nil {
 			return nil
+		}
+		var fe *filters.Error
+		if errors.As(err, &fe) {
+			return fe // the peer sidecar's own answer, over the link
 		}
 		st, ok := status.FromError(err)
 		if !ok {
@@ -482,7 +515,9 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 			return c.failCode(code, st.Err())
 		}
 		// As daprd: drop the connection before retrying.
-		ep.dropIf(cc)
+		if cc != nil {
+			ep.dropIf(cc)
+		}
 		if healthyOther(eps, ep) {
 			continue // the retry goes to another endpoint: no reason to wait
 		}
@@ -514,7 +549,15 @@ func (c *Cluster) invoke(ctx context.Context, ep *endpoint, cc *grpc.ClientConn,
 			return c.response(ex, resp, body)
 		}
 	}
-	if err := cc.Invoke(ctx, methodCallLocal, req, resp); err != nil {
+	if c.opts.Link && !ep.linkOK.Load() {
+		// Learn from the answer's header metadata whether the peer offers
+		// the HTTP/1.1 link.
+		var md metadata.MD
+		if err := cc.Invoke(ctx, methodCallLocal, req, resp, grpc.Header(&md)); err != nil {
+			return err
+		}
+		ep.noteOffer(md)
+	} else if err := cc.Invoke(ctx, methodCallLocal, req, resp); err != nil {
 		return err
 	}
 	return c.response(ex, resp, resp.GetMessage().GetData().GetValue())

@@ -90,7 +90,7 @@ type sidecar struct {
 
 // startSidecar runs switchyard with static name resolution for apps (app
 // id -> internal ports) and waits until /v1.0/healthz answers 204.
-func startSidecar(t *testing.T, id string, internal, appPort int, appProto string, apps map[string][]int) *sidecar {
+func startSidecar(t *testing.T, id string, internal, appPort int, appProto string, apps map[string][]int, extra ...string) *sidecar {
 	t.Helper()
 	s := &sidecar{id: id, http: freePort(t), grpc: freePort(t), internal: internal}
 	var y strings.Builder
@@ -114,6 +114,7 @@ func startSidecar(t *testing.T, id string, internal, appPort int, appProto strin
 	if appPort != 0 {
 		args = append(args, "--app-port", strconv.Itoa(appPort), "--app-protocol", appProto)
 	}
+	args = append(args, extra...)
 	s.Proc = start(t, "sidecar "+id, binary(t, "switchyard"), args...)
 	waitHealthy(t, s)
 	return s
@@ -147,7 +148,7 @@ type topology struct {
 	web, rpc, client *sidecar
 }
 
-func startTopology(t *testing.T) *topology {
+func startTopology(t *testing.T, extra ...string) *topology {
 	t.Helper()
 	httpPort, grpcPort := freePort(t), freePort(t)
 	start(t, "echohttp", binary(t, "echohttp"), "-port", strconv.Itoa(httpPort), "-name", "web-1")
@@ -155,16 +156,28 @@ func startTopology(t *testing.T) *topology {
 	iw, ir, ic := freePort(t), freePort(t), freePort(t)
 	apps := map[string][]int{"web": {iw}, "rpc": {ir}, "client": {ic}}
 	return &topology{
-		web:    startSidecar(t, "web", iw, httpPort, "http", apps),
-		rpc:    startSidecar(t, "rpc", ir, grpcPort, "grpc", apps),
-		client: startSidecar(t, "client", ic, 0, "", apps),
+		web:    startSidecar(t, "web", iw, httpPort, "http", apps, extra...),
+		rpc:    startSidecar(t, "rpc", ir, grpcPort, "grpc", apps, extra...),
+		client: startSidecar(t, "client", ic, 0, "", apps, extra...),
 	}
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
+// TestInvokeOverHTTP runs every pair of calls twice: between sidecars that
+// use the HTTP/1.1 peer link once they learned it (the default), and between
+// sidecars that only speak the internal gRPC API (--internal-http=false).
+// The answers must be the same.
 func TestInvokeOverHTTP(t *testing.T) {
-	top := startTopology(t)
+	for _, tr := range []struct {
+		name string
+		args []string
+	}{{"peer link", nil}, {"internal gRPC", []string{"--internal-http=false"}}} {
+		t.Run(tr.name, func(t *testing.T) { testInvoke(t, startTopology(t, tr.args...)) })
+	}
+}
+
+func testInvoke(t *testing.T, top *topology) {
 	type want struct {
 		status  int
 		body    string

@@ -1,6 +1,7 @@
 package grpcwire
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strings"
 
@@ -70,34 +71,36 @@ func OutgoingFromIncoming(md metadata.MD) metadata.MD {
 	return out
 }
 
-// hopHeader reports headers that never cross a hop.
-func hopHeader(k []byte) bool {
+// HopHeader reports headers that never cross a hop, with Host and
+// Content-Type/-Length (which travel apart from the metadata).
+func HopHeader(k []byte) bool {
 	switch len(k) {
 	case 2:
-		return eqFold(k, "te")
+		return EqFold(k, "te")
 	case 4:
-		return eqFold(k, "host")
+		return EqFold(k, "host")
 	case 7:
-		return eqFold(k, "upgrade") || eqFold(k, "trailer")
+		return EqFold(k, "upgrade") || EqFold(k, "trailer")
 	case 10:
-		return eqFold(k, "connection") || eqFold(k, "keep-alive")
+		return EqFold(k, "connection") || EqFold(k, "keep-alive")
 	case 12:
-		return eqFold(k, "content-type")
+		return EqFold(k, "content-type")
 	case 14:
-		return eqFold(k, "content-length")
+		return EqFold(k, "content-length")
 	case 16:
-		return eqFold(k, "proxy-connection")
+		return EqFold(k, "proxy-connection")
 	case 17:
-		return eqFold(k, "transfer-encoding")
+		return EqFold(k, "transfer-encoding")
 	case 18:
-		return eqFold(k, "proxy-authenticate")
+		return EqFold(k, "proxy-authenticate")
 	case 19:
-		return eqFold(k, "proxy-authorization")
+		return EqFold(k, "proxy-authorization")
 	}
 	return false
 }
 
-func eqFold(b []byte, s string) bool {
+// EqFold reports whether b equals the lower-case s, ignoring ASCII case.
+func EqFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
@@ -139,20 +142,45 @@ func AddMeta(m MetaMap, k, v string) {
 // leaving out hop-by-hop headers, Host, Content-Length and Content-Type
 // (which travels in the message).
 func RequestHeadersToMeta(h *fasthttp.RequestHeader, m MetaMap) {
+	listed := connectionListed(h.Peek("Connection"))
 	for k, v := range h.All() {
-		if hopHeader(k) {
+		if HopHeader(k) || (listed != nil && inList(listed, k)) {
 			continue
 		}
 		AddMeta(m, lower(k), string(v))
 	}
 }
 
+// connectionListed returns the header names a Connection header lists
+// (hop-by-hop too), nil for none or just close/keep-alive.
+func connectionListed(conn []byte) [][]byte {
+	if len(conn) == 0 || EqFold(conn, "close") || EqFold(conn, "keep-alive") {
+		return nil
+	}
+	var names [][]byte
+	for _, n := range bytes.Split(conn, []byte(",")) {
+		if n = bytes.TrimSpace(n); len(n) > 0 {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+func inList(names [][]byte, k []byte) bool {
+	for _, n := range names {
+		if bytes.EqualFold(n, k) {
+			return true
+		}
+	}
+	return false
+}
+
 // ResponseHeadersToMeta copies response headers into m, as daprd's HTTP
 // app channel does, without hop-by-hop headers and Content-Type/-Length.
 func ResponseHeadersToMeta(h *fasthttp.ResponseHeader, m MetaMap) {
 	for k, v := range h.All() {
-		if hopHeader(k) || eqFold(k, "server") || eqFold(k, "date") {
-			continue
+		if HopHeader(k) || EqFold(k, "server") || EqFold(k, "date") || (len(k) > 11 && EqFold(k[:11], "switchyard-")) {
+			continue // (switchyard-*: the peer link's own, see internal/peerhttp)
 		}
 		AddMeta(m, lower(k), string(v))
 	}
@@ -206,7 +234,7 @@ func MetaToResponseHeaders(m MetaMap, h *fasthttp.ResponseHeader) {
 			continue
 		}
 		name := metaHeaderName(k)
-		if name == "" || hopHeader([]byte(name)) {
+		if name == "" || HopHeader([]byte(name)) {
 			continue
 		}
 		for _, v := range l.Values {

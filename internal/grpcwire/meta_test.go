@@ -71,13 +71,13 @@ func TestHopHeader(t *testing.T) {
 	hop := []string{"TE", "te", "Host", "Upgrade", "Trailer", "Connection", "keep-alive", "Content-Type",
 		"Content-Length", "Proxy-Connection", "Transfer-Encoding", "Proxy-Authorization", "Proxy-Authenticate", "PROXY-AUTHENTICATE"}
 	for _, h := range hop {
-		if !hopHeader([]byte(h)) {
-			t.Errorf("%s is hop-by-hop, hopHeader says no", h)
+		if !HopHeader([]byte(h)) {
+			t.Errorf("%s is hop-by-hop, HopHeader says no", h)
 		}
 	}
 	for _, h := range []string{"", "X-Custom", "Accept", "Trailers-X", "Hosts", "Authorization", "Set-Cookie", "Proxy-Authenticat", "dapr-app-id"} {
-		if hopHeader([]byte(h)) {
-			t.Errorf("%s is not hop-by-hop, hopHeader says yes", h)
+		if HopHeader([]byte(h)) {
+			t.Errorf("%s is not hop-by-hop, HopHeader says yes", h)
 		}
 	}
 }

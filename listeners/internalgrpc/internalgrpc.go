@@ -15,9 +15,11 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,6 +31,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 	"github.com/switchyard-proxy/switchyard/listeners"
 )
 
@@ -55,12 +58,18 @@ type Listener struct {
 	srv   *grpc.Server
 	lns   []net.Listener
 	wg    sync.WaitGroup
+	// The HTTP/1.1 link to switchyard peers (nil when turned off), and how
+	// many invocations came over it.
+	link       *fasthttp.Server
+	linkServed atomic.Uint64
 }
 
 var (
 	_ listeners.Listener                   = (*Listener)(nil)
 	_ internalv1pb.ServiceInvocationServer = (*Listener)(nil)
 )
+
+var linkOffer = metadata.Pairs(peerhttp.MDOffer, peerhttp.Version)
 
 // chunkSize is the largest payload chunk CallLocalStream answers with.
 const chunkSize = 1 << 20
@@ -85,11 +94,26 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 		return nil, err
 	}
 	l.lns = lns
+	if cfg.InternalHTTPOn() {
+		l.link = l.newLinkServer(maxMsg<<20, log)
+	}
 	for _, ln := range lns {
+		grpcLn := ln
+		if l.link != nil {
+			m := newMux(ln, log)
+			grpcLn = m.grpc
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				if err := l.link.Serve(m.http); err != nil && !errors.Is(err, net.ErrClosed) {
+					log.Error("internal HTTP/1.1 link stopped", zap.Error(err))
+				}
+			}()
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			if err := l.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			if err := l.srv.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 				log.Error("internal gRPC listener stopped", zap.Error(err))
 			}
 		}()
@@ -114,6 +138,9 @@ func (l *Listener) Close(ctx context.Context) error {
 		l.srv.GracefulStop()
 		close(done)
 	}()
+	if l.link != nil {
+		_ = l.link.ShutdownWithContext(ctx)
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -128,6 +155,10 @@ func (l *Listener) Close(ctx context.Context) error {
 func (l *Listener) CallLocal(ctx context.Context, req *internalv1pb.InternalInvokeRequest) (*internalv1pb.InternalInvokeResponse, error) {
 	if req.GetMessage() == nil {
 		return nil, status.Error(codes.InvalidArgument, "internal: CallLocal: request has no message")
+	}
+	if l.link != nil {
+		// Offer the HTTP/1.1 link; daprd peers ignore the header.
+		_ = grpc.SetHeader(ctx, linkOffer)
 	}
 	ex := filters.AcquireExchange(true)
 	defer filters.ReleaseExchange(ex)

@@ -81,12 +81,13 @@ func chainOf(h filters.HandlerFunc) *filters.Chain { return &filters.Chain{Handl
 // chain that records each exchange and then runs h.
 func startServer(t testing.TB, maxMB int, h filters.HandlerFunc) *server {
 	t.Helper()
-	rt := &listeners.Runtime{Logger: zap.NewNop(), Version: "test", Stats: stats.NewRegistry("dapr_")}
-	m := listeners.NewManager(rt, 0)
-	if err := m.Apply(context.Background(), config.NewSnapshot(&config.Config{AppID: "orders", DaprHTTPMaxRequestSize: maxMB}, "test")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return startServerCfg(t, &config.Config{AppID: "orders", DaprHTTPMaxRequestSize: maxMB}, h)
+}
+
+// startServerCfg is startServer with the whole configuration given.
+func startServerCfg(t testing.TB, cfg *config.Config, h filters.HandlerFunc) *server {
+	t.Helper()
+	rt := runtimeOf(t, cfg)
 	if h == nil {
 		h = func(_ context.Context, ex *filters.Exchange) error { return answer(ex) }
 	}
@@ -111,6 +112,18 @@ func startServer(t testing.TB, maxMB int, h filters.HandlerFunc) *server {
 	t.Cleanup(func() { s.conn.Close() })
 	s.cli = internalv1pb.NewServiceInvocationClient(s.conn)
 	return s
+}
+
+// runtimeOf is a listener runtime whose snapshot holds cfg.
+func runtimeOf(t testing.TB, cfg *config.Config) *listeners.Runtime {
+	t.Helper()
+	rt := &listeners.Runtime{Logger: zap.NewNop(), Version: "test", Stats: stats.NewRegistry("dapr_")}
+	m := listeners.NewManager(rt, 0)
+	if err := m.Apply(context.Background(), config.NewSnapshot(cfg, "test")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return rt
 }
 
 func (s *server) last(t *testing.T) seen {

@@ -1,0 +1,162 @@
+package peerhttp
+
+import (
+	"bytes"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+)
+
+// The header rules below give the callee's app and the caller's client the
+// same headers as the gRPC internal API does (metadata keys are mapped the
+// way daprd maps them): hop-by-hop headers never cross, binary ("-bin")
+// values other than grpc-trace-bin are left out, grpc-* names become
+// dapr-grpc-*, and destination-app-id is dropped.
+
+// change is what the rules do to one header name.
+type change uint8
+
+const (
+	keep change = iota
+	drop
+	prefix // becomes dapr-<name>
+)
+
+func rule(k []byte, response bool) change {
+	switch {
+	case hop(k):
+		return drop
+	case response && (eqFold(k, "server") || eqFold(k, "date")):
+		return drop
+	case len(k) > 4 && eqFold(k[len(k)-4:], "-bin") && !eqFold(k, "grpc-trace-bin"):
+		return drop
+	case eqFold(k, "destination-app-id"):
+		return drop
+	case len(k) > 5 && eqFold(k[:5], "grpc-") && !eqFold(k, "grpc-trace-bin"):
+		return prefix
+	case response && len(k) > 11 && eqFold(k[:11], "switchyard-"):
+		return drop // an app's header that the caller would take for the link's
+	}
+	return keep
+}
+
+// hop reports the headers that never cross a hop. Host, Content-Type and
+// Content-Length are fasthttp's own fields here, not headers to drop.
+func hop(k []byte) bool {
+	return grpcwire.HopHeader(k) && !eqFold(k, "host") && !eqFold(k, "content-type") && !eqFold(k, "content-length")
+}
+
+var eqFold = grpcwire.EqFold
+
+// edit is one header the rules change: its name, and the value to add back
+// under dapr-<name> (nil: dropped).
+type edit [2][]byte
+
+// note records the edit k needs, if any. Headers that need none (nearly
+// all) cost nothing.
+func note(todo []edit, k, v []byte, response bool) []edit {
+	c := rule(k, response)
+	if c == keep {
+		return todo
+	}
+	e := edit{append([]byte(nil), k...), nil}
+	if c == prefix {
+		e[1] = append([]byte(nil), v...)
+	}
+	return append(todo, e)
+}
+
+// carry out applies the edits to h.
+func carryOut(h interface {
+	DelBytes([]byte)
+	AddBytesKV([]byte, []byte)
+}, todo []edit) {
+	for _, e := range todo {
+		h.DelBytes(e[0])
+	}
+	for _, e := range todo {
+		if e[1] != nil {
+			h.AddBytesKV(append([]byte("dapr-"), e[0]...), e[1])
+		}
+	}
+}
+
+var (
+	linkV    = []byte(Version)
+	linkK    = []byte(HeaderLink)
+	closeV   = []byte("close")
+	keepV    = []byte("keep-alive")
+	splitSep = []byte(",")
+)
+
+// dropConnectionListed deletes the headers a Connection header names.
+func dropConnectionListed(h interface {
+	Peek(string) []byte
+	DelBytes([]byte)
+}) {
+	conn := h.Peek("Connection")
+	if len(conn) == 0 || bytes.EqualFold(conn, closeV) || bytes.EqualFold(conn, keepV) {
+		return
+	}
+	for _, name := range bytes.Split(append([]byte(nil), conn...), splitSep) {
+		h.DelBytes(bytes.TrimSpace(name))
+	}
+}
+
+// PrepareRequest makes the caller's request headers ready for the link:
+// hop-by-hop headers out, the link marker in. Host is the client's to set.
+func PrepareRequest(h *fasthttp.RequestHeader) {
+	dropConnectionListed(h)
+	for _, k := range hopNames {
+		h.Del(k)
+	}
+	h.ResetConnectionClose()
+	h.SetBytesKV(linkK, linkV)
+}
+
+var hopNames = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// IsLinkRequest reports whether h carries the link marker.
+func IsLinkRequest(h *fasthttp.RequestHeader) bool {
+	return bytes.Equal(h.PeekBytes(linkK), linkV)
+}
+
+// CleanRequest applies the rules to a request the callee received: what
+// remains is what the gRPC internal API would have delivered. Host goes too.
+func CleanRequest(h *fasthttp.RequestHeader) {
+	h.DelBytes(linkK)
+	var todo []edit
+	for k, v := range h.All() {
+		todo = note(todo, k, v, false)
+	}
+	carryOut(h, todo)
+	h.SetHostBytes(nil)
+	h.ResetConnectionClose()
+}
+
+// CleanResponse applies the rules to the app's response before the callee
+// sends it back, and marks it as the link's.
+func CleanResponse(h *fasthttp.ResponseHeader) {
+	dropConnectionListed(h)
+	var todo []edit
+	for k, v := range h.All() {
+		todo = note(todo, k, v, true)
+	}
+	carryOut(h, todo)
+	h.ResetConnectionClose()
+	h.SetBytesKV(linkK, linkV)
+}
+
+// IsLinkResponse reports whether h carries the link marker, and removes it
+// and the Date the callee's server adds (the app's own Date does not cross,
+// as over gRPC).
+func IsLinkResponse(h *fasthttp.ResponseHeader) bool {
+	ok := bytes.Equal(h.PeekBytes(linkK), linkV)
+	h.DelBytes(linkK)
+	h.DelBytes(dateK)
+	return ok
+}
+
+var dateK = []byte("Date")

@@ -1,0 +1,239 @@
+package internalgrpc
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/switchyard-proxy/switchyard/filters"
+	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
+)
+
+// The internal port also speaks HTTP/1.1 to switchyard peers (the link,
+// internal/peerhttp). Each accepted connection is sorted by its first bytes:
+// the HTTP/2 preface goes to the gRPC server, anything else to the link's
+// fasthttp server.
+
+// sniffTimeout bounds the wait for a new connection's first bytes.
+const sniffTimeout = 10 * time.Second
+
+// linkIdle is how long the callee keeps an idle link connection: longer
+// than the caller does, so that the caller is the one that closes.
+const linkIdle = 2 * time.Minute
+
+var h2Preface = []byte("PRI ")
+
+// mux splits one bound listener into a gRPC and an HTTP/1.1 listener.
+type mux struct {
+	ln    net.Listener
+	grpc  *chanListener
+	http  *chanListener
+	log   *zap.Logger
+	wg    sync.WaitGroup
+	close sync.Once
+}
+
+func newMux(ln net.Listener, log *zap.Logger) *mux {
+	done := make(chan struct{})
+	m := &mux{ln: ln, log: log,
+		grpc: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done},
+		http: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done}}
+	m.grpc.closeAll = m.Close
+	m.http.closeAll = m.Close
+	m.wg.Add(1)
+	go m.accept()
+	return m
+}
+
+func (m *mux) accept() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			m.Close()
+			return
+		}
+		go m.sort(c)
+	}
+}
+
+// sort reads a connection's first four bytes and hands it on.
+func (m *mux) sort(c net.Conn) {
+	var head [4]byte
+	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
+	n, err := io.ReadFull(c, head[:])
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	pc := &prefixConn{Conn: c, head: head[:n]}
+	to := m.http
+	if bytes.Equal(head[:n], h2Preface) {
+		to = m.grpc
+	}
+	select {
+	case to.conns <- pc:
+	case <-to.done:
+		_ = c.Close()
+	}
+}
+
+// Close stops accepting; connections already handed on are the servers'.
+func (m *mux) Close() error {
+	m.close.Do(func() {
+		close(m.grpc.done)
+		_ = m.ln.Close()
+	})
+	return nil
+}
+
+// chanListener is a net.Listener fed by a mux.
+type chanListener struct {
+	addr     net.Addr
+	conns    chan net.Conn
+	done     chan struct{}
+	closeAll func() error
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error   { return l.closeAll() }
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// prefixConn gives back the bytes the mux read before the rest.
+type prefixConn struct {
+	net.Conn
+	head []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(p, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// newLinkServer is the fasthttp server of the link. Header names are
+// normalized as on the HTTP API listener, so that the chain and the app
+// cluster find them whatever case the caller used.
+func (l *Listener) newLinkServer(maxBody int, log *zap.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      l.serveLink,
+		ErrorHandler:                 linkBadRequest,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		NoDefaultDate:                true,
+		DisablePreParseMultipartForm: true,
+		MaxRequestBodySize:           maxBody,
+		ReadBufferSize:               16 << 10,
+		WriteBufferSize:              16 << 10,
+		IdleTimeout:                  linkIdle,
+		CloseOnShutdown:              true,
+		Logger:                       zapPrintf{log},
+	}
+}
+
+type zapPrintf struct{ log *zap.Logger }
+
+func (z zapPrintf) Printf(format string, args ...any) { z.log.Sugar().Debugf(format, args...) }
+
+// serveLink invokes our app with a request a switchyard peer sent over the
+// link: the same exchange CallLocal would build, the same chain.
+func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
+	req := &ctx.Request
+	if !peerhttp.IsLinkRequest(&req.Header) {
+		writeLinkError(&ctx.Response, filters.NewError(filters.ErrCodeDirectInvoke, fasthttp.StatusBadRequest, 3,
+			"internal: this port serves the internal gRPC API and switchyard's peer link only"))
+		return
+	}
+	l.linkServed.Add(1)
+	ex := filters.AcquireExchange(false)
+	defer filters.ReleaseExchange(ex)
+	method, ok := peerhttp.AppendMethod(ex.Scratch[:0], req.URI().PathOriginal())
+	if !ok {
+		writeLinkError(&ctx.Response, filters.NewError(filters.ErrCodeDirectInvoke, fasthttp.StatusBadRequest, 3,
+			"internal: malformed method in %q", req.URI().PathOriginal()))
+		return
+	}
+	ex.Scratch = method
+	ex.Protocol = filters.ProtocolInternal
+	ex.Listener = l.name
+	ex.Req = req
+	ex.Resp = &ctx.Response
+	// Copies: the header's own buffers change as the chain edits headers.
+	if v := req.Header.Peek(grpcwire.MDCallerID); len(v) > 0 {
+		ex.CallerAppID = append([]byte(nil), v...)
+	}
+	if v := req.Header.Peek(grpcwire.MDCallerNS); len(v) > 0 {
+		ex.CallerNamespace = append([]byte(nil), v...)
+	}
+	peerhttp.CleanRequest(&req.Header)
+	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	ex.SetRemoteAddr(ip)
+	ex.SetInvoke(l.appID, method)
+	// SetInvoke copied the method into the route key: Scratch is free again.
+	if err := l.chain.Load().Handle(ctx, ex); err != nil {
+		ctx.Response.Reset()
+		writeLinkError(&ctx.Response, filters.AsError(err, filters.KindInvoke))
+		return
+	}
+	resp := &ctx.Response
+	peerhttp.CleanResponse(&resp.Header)
+	if md, ok := ex.Value(grpcwire.TrailerKey).(metadata.MD); ok {
+		for k, vs := range md {
+			name := peerhttp.TrailerPrefix + k
+			for _, v := range vs {
+				if strings.HasSuffix(k, "-bin") {
+					v = base64.StdEncoding.EncodeToString([]byte(v))
+				}
+				resp.Header.Add(name, v)
+			}
+		}
+	}
+}
+
+// writeLinkError answers a link request with one of our own errors.
+func writeLinkError(resp *fasthttp.Response, e *filters.Error) {
+	resp.SetStatusCode(e.HTTPStatus)
+	resp.Header.Set(peerhttp.HeaderLink, peerhttp.Version)
+	resp.Header.Set(peerhttp.HeaderError, e.Code)
+	resp.Header.Set(peerhttp.HeaderGRPCCode, strconv.Itoa(int(e.GRPCCode)))
+	resp.SetBodyString(e.Message)
+}
+
+// linkBadRequest answers what fasthttp could not parse (headers too large,
+// a body over the limit, ...).
+func linkBadRequest(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		status = fasthttp.StatusRequestEntityTooLarge
+	}
+	writeLinkError(&ctx.Response, filters.NewError(filters.ErrCodeDirectInvoke, status, 3, "internal: bad request: %v", err))
+}

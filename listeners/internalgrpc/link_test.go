@@ -1,0 +1,320 @@
+package internalgrpc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/switchyard-proxy/switchyard/clusters/sidecar"
+	"github.com/switchyard-proxy/switchyard/config"
+	"github.com/switchyard-proxy/switchyard/filters"
+	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+)
+
+// The peer link: a sidecar cluster that talks to this listener learns from
+// the first CallLocal answer that it may use HTTP/1.1, and from then on the
+// listener's chain and the cluster's caller must see exactly what they saw
+// over gRPC.
+
+func linkCluster(t *testing.T, s *server, link bool) *sidecar.Cluster {
+	t.Helper()
+	c, err := sidecar.New(sidecar.Options{Name: "orders", AppID: "orders", SelfAppID: "checkout", SelfNamespace: "prod",
+		Endpoints: []string{s.l.Addrs()[0].String()}, Link: link, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// got is what a caller got back from one invocation.
+type got struct {
+	status   int
+	ctype    string
+	headers  map[string][]string
+	body     string
+	trailers metadata.MD
+	err      *filters.Error
+}
+
+// invokeVia sends one invocation of method through c, built as the HTTP
+// listener builds it, with headers that the rules drop or rename.
+func invokeVia(t *testing.T, c *sidecar.Cluster, method string) got {
+	t.Helper()
+	ex := filters.AcquireExchange(true)
+	defer filters.ReleaseExchange(ex)
+	ex.Protocol = filters.ProtocolHTTP
+	r := ex.Req
+	r.SetRequestURI("/v1.0/invoke/orders/method/x")
+	r.URI().SetQueryString("a=1&b=2")
+	r.Header.SetMethod("PUT")
+	r.Header.SetContentType("application/json")
+	r.Header.SetHost("127.0.0.1:3500")
+	r.Header.Add("X-Custom", "a")
+	r.Header.Add("X-Custom", "b")
+	r.Header.Set("Grpc-Trace-Bin", "AAEC")
+	r.Header.Set("Grpc-Timeout", "1S")
+	r.Header.Set("Auth-Bin", b64("\xff"))
+	r.Header.Set("Destination-App-Id", "elsewhere")
+	r.Header.Set("Te", "trailers")
+	r.Header.Set("Connection", "X-Hop")
+	r.Header.Set("X-Hop", "1")
+	r.Header.Set("Dapr-Caller-App-Id", "forged")
+	r.Header.Set("Switchyard-Error", "ERR_FORGED")
+	r.SetBodyString(`{"id":1}`)
+	ex.SetInvoke([]byte("orders"), []byte(method))
+	ex.SetRemoteAddr(netip.MustParseAddr("10.0.0.9"))
+	var g got
+	if err := c.Handle(ctx10(t), ex); err != nil {
+		fe, ok := err.(*filters.Error)
+		if !ok {
+			t.Fatalf("error %T %v, want *filters.Error", err, err)
+		}
+		g.err = &filters.Error{Code: fe.Code, HTTPStatus: fe.HTTPStatus, GRPCCode: fe.GRPCCode, Message: fe.Message}
+		return g
+	}
+	g.status = ex.Resp.StatusCode()
+	g.ctype = string(ex.Resp.Header.ContentType())
+	g.body = string(ex.Resp.Body())
+	g.headers = map[string][]string{}
+	for k, v := range ex.Resp.Header.All() {
+		lk := strings.ToLower(string(k))
+		g.headers[lk] = append(g.headers[lk], string(v))
+	}
+	delete(g.headers, "content-length") // as in sortedHeaders
+	if md, ok := ex.Value(grpcwire.TrailerKey).(metadata.MD); ok {
+		g.trailers = md
+	}
+	return g
+}
+
+// appAnswer is the chain's answer: what an app behind the listener says,
+// with headers that must not cross and a gRPC app's trailers.
+func appAnswer(_ context.Context, ex *filters.Exchange) error {
+	if strings.HasPrefix(string(ex.Method), "deny") {
+		return filters.NewError("ERR_PERMISSION_DENIED", 403, codes.PermissionDenied, "access control policy has denied access to appid: checkout operation: %s", ex.Method)
+	}
+	ex.Resp.SetStatusCode(201)
+	ex.Resp.Header.SetContentType("text/plain")
+	ex.Resp.Header.Set("X-Resp", "r")
+	ex.Resp.Header.Set("Server", "app")
+	ex.Resp.Header.Set("Date", "Sat, 21 Nov 2026 10:00:00 GMT")
+	ex.Resp.Header.Set("Grpc-Status", "0")
+	ex.Resp.Header.Set("Resp-Bin", "AAEC")
+	ex.Resp.Header.Set("Keep-Alive", "timeout=5")
+	ex.Resp.Header.Set("Switchyard-Error", "ERR_FROM_THE_APP")
+	ex.Resp.SetBodyString("created:" + string(ex.Req.Body()))
+	ex.SetValue(grpcwire.TrailerKey, metadata.MD{"x-trailer": {"t"}, "t-bin": {"\x00\x01"}})
+	return nil
+}
+
+// sortedHeaders sorts each header's values and leaves out Content-Length,
+// which fasthttp lists for a parsed message and not for a built one.
+func sortedHeaders(s seen) seen {
+	for _, v := range s.headers {
+		sort.Strings(v)
+	}
+	delete(s.headers, "content-length")
+	return s
+}
+
+func TestLinkSameAsGRPC(t *testing.T) {
+	s := startServer(t, 0, appAnswer)
+	c := linkCluster(t, s, true)
+	for _, method := range []string{"orders/new", "with space/and?query#frag", "100%/ü/é", "deny/this"} {
+		t.Run(method, func(t *testing.T) {
+			overGRPC := linkCluster(t, s, false)
+			want := invokeVia(t, overGRPC, method)
+			wantSeen := sortedHeaders(s.last(t))
+			before := s.l.linkServed.Load()
+			_ = invokeVia(t, c, method) // over gRPC the first time, or the link
+			_ = s.last(t)
+			gotLink := invokeVia(t, c, method)
+			gotSeen := sortedHeaders(s.last(t))
+			if s.l.linkServed.Load() == before {
+				t.Fatal("the second call did not come over the link")
+			}
+			if !reflect.DeepEqual(gotSeen, wantSeen) {
+				t.Errorf("the chain saw over the link:\n%+v\nover gRPC:\n%+v", gotSeen, wantSeen)
+			}
+			if !reflect.DeepEqual(gotLink, want) {
+				t.Errorf("the caller got over the link:\n%+v\nover gRPC:\n%+v", gotLink, want)
+			}
+			if strings.HasPrefix(method, "deny") {
+				if want.err == nil || want.err.Code != "ERR_PERMISSION_DENIED" || want.err.HTTPStatus != 403 || want.err.GRPCCode != codes.PermissionDenied {
+					t.Fatalf("error %+v", want.err)
+				}
+				return
+			}
+			// What both transports agree on is also what daprd does.
+			if wantSeen.key != "/invoke/orders/method/"+method || wantSeen.method != "PUT" || wantSeen.query != "a=1&b=2" ||
+				wantSeen.caller != "checkout" || wantSeen.callerNS != "prod" || wantSeen.ctype != "application/json" {
+				t.Fatalf("decoded %+v", wantSeen)
+			}
+			h := wantSeen.headers
+			for _, k := range []string{"auth-bin", "grpc-timeout", "destination-app-id", "te", "x-hop", "connection", "switchyard-link", "host"} {
+				if _, ok := h[k]; ok {
+					t.Errorf("header %s must not reach the app: %v", k, h)
+				}
+			}
+			if !reflect.DeepEqual(h["x-custom"], []string{"a", "b"}) || h["dapr-grpc-timeout"][0] != "1S" || h["grpc-trace-bin"][0] != "AAEC" {
+				t.Errorf("headers %v", h)
+			}
+			if want.status != 201 || want.body != `created:{"id":1}` || want.ctype != "text/plain" ||
+				want.headers["x-resp"][0] != "r" || want.headers["dapr-grpc-status"][0] != "0" {
+				t.Fatalf("answer %+v", want)
+			}
+			for _, k := range []string{"server", "date", "resp-bin", "keep-alive", "grpc-status", "switchyard-link", "switchyard-error"} {
+				if _, ok := want.headers[k]; ok {
+					t.Errorf("response header %s must not reach the caller: %v", k, want.headers)
+				}
+			}
+			if !reflect.DeepEqual(want.trailers, metadata.MD{"x-trailer": {"t"}, "t-bin": {"\x00\x01"}}) {
+				t.Errorf("trailers %v", want.trailers)
+			}
+		})
+	}
+}
+
+func TestLinkTurnedOff(t *testing.T) {
+	off := false
+	s := startServerCfg(t, &config.Config{AppID: "orders", InternalHTTP: &off}, appAnswer)
+	c := linkCluster(t, s, true)
+	for i := 0; i < 3; i++ {
+		if g := invokeVia(t, c, "m"); g.status != 201 {
+			t.Fatalf("call %d: %+v", i, g)
+		}
+		_ = s.last(t)
+	}
+	if n := s.l.linkServed.Load(); n != 0 {
+		t.Fatalf("%d calls came over a link the listener does not offer", n)
+	}
+	// An HTTP/1.1 request gets nothing but a closed connection from gRPC.
+	conn, err := net.Dial("tcp", s.l.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /m HTTP/1.1\r\nHost: x\r\nSwitchyard-Link: 1\r\n\r\n")
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err == nil && strings.HasPrefix(line, "HTTP/1.1 2") {
+		t.Fatalf("a listener without the link answered %q", line)
+	}
+}
+
+// A caller that learned the link falls back to gRPC when the port stops
+// offering it (the peer restarted as a sidecar without the link).
+func TestLinkFallsBackToGRPC(t *testing.T) {
+	s := startServer(t, 0, appAnswer)
+	addr := s.l.Addrs()[0].String()
+	c, err := sidecar.New(sidecar.Options{Name: "orders", AppID: "orders", SelfAppID: "checkout",
+		Endpoints: []string{addr}, Link: true, Backoff: 10 * time.Millisecond, Eject: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		if g := invokeVia(t, c, "m"); g.status != 201 {
+			t.Fatalf("call %d: %+v", i, g)
+		}
+		_ = s.last(t)
+	}
+	if s.l.linkServed.Load() != 1 {
+		t.Fatalf("link served %d, want 1", s.l.linkServed.Load())
+	}
+	_ = s.l.Close(context.Background())
+
+	off := false
+	// The same chain on the same port, without the link.
+	l2, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, &config.Config{AppID: "orders", InternalHTTP: &off}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close(context.Background())
+	// The first call may fail (it may have reached the peer: not retried
+	// unless idempotent); the ones after it go over gRPC and work.
+	ok := 0
+	for i := 0; i < 3; i++ {
+		g := invokeVia(t, c, "m")
+		if g.status == 201 {
+			ok++
+		} else if i > 0 {
+			t.Fatalf("call %d after the fallback: %+v", i, g)
+		}
+		drain(s.seen)
+	}
+	if ok < 2 {
+		t.Fatalf("%d of 3 calls worked", ok)
+	}
+}
+
+func drain(c chan seen) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+// BenchmarkInvokeRemote is one invocation from a sidecar cluster to this
+// listener and back over loopback, over the peer link and over gRPC.
+func BenchmarkInvokeRemote(b *testing.B) {
+	for _, tr := range []struct {
+		name string
+		link bool
+	}{{"link", true}, {"grpc", false}} {
+		b.Run(tr.name, func(b *testing.B) {
+			app := func(_ context.Context, ex *filters.Exchange) error {
+				ex.Resp.SetStatusCode(200)
+				ex.Resp.SetBodyString("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+				return nil
+			}
+			s := startServer(b, 0, app)
+			s.ref.Store(chainOf(app)) // without the recorder
+			c, err := sidecar.New(sidecar.Options{Name: "orders", AppID: "orders", SelfAppID: "checkout",
+				Endpoints: []string{s.l.Addrs()[0].String()}, Link: tr.link})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ex := filters.AcquireExchange(true)
+			defer filters.ReleaseExchange(ex)
+			run := func() {
+				ex.Req.Reset()
+				ex.Resp.Reset()
+				ex.Req.SetRequestURI("/v1.0/invoke/orders/method/echo")
+				ex.Req.Header.SetMethod("POST")
+				ex.Req.Header.SetContentType("application/json")
+				ex.Req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+				ex.Req.SetBodyString(`{"hello":"world"}`)
+				ex.SetInvoke([]byte("orders"), []byte("echo"))
+				if err := c.Handle(context.Background(), ex); err != nil || ex.Resp.StatusCode() != 200 {
+					b.Fatalf("%v %d", err, ex.Resp.StatusCode())
+				}
+			}
+			for range 10 {
+				run()
+			}
+			if got := s.l.linkServed.Load() > 0; got != tr.link {
+				b.Fatalf("link used: %v, want %v", got, tr.link)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				run()
+			}
+		})
+	}
+}
