@@ -282,16 +282,39 @@ func (c *Cluster) fail(ex *filters.Exchange, err error, gc codes.Code) error {
 
 // rewrite turns the listener's request into the app's: path "/<method>",
 // same query, no hop-by-hop headers, forwarding and Dapr headers set.
+//
+// Exchanges' requests keep header names in canonical form (every listener
+// normalizes them), so one pass over the headers finds what is needed and
+// the headers are set under their canonical names without normalizing
+// again: this runs on every request.
 func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream []byte) {
 	hdr := &req.Header
-	// Headers named in Connection are hop-by-hop too.
-	if conn := hdr.Peek(hdrConnection); len(conn) > 0 && !bytes.EqualFold(conn, []byte("close")) && !bytes.EqualFold(conn, []byte("keep-alive")) {
-		for _, name := range bytes.Split(conn, []byte(",")) {
-			hdr.DelBytes(bytes.TrimSpace(name))
+	var hasHop bool
+	var prevFwd, prevXFF, prevXFHost []byte
+	for k, v := range hdr.All() {
+		switch {
+		case isHop(k):
+			hasHop = true
+		case len(k) == len(hdrForwarded) && bytes.EqualFold(k, hdrForwardedB):
+			prevFwd = v
+		case len(k) == len(hdrXFF) && bytes.EqualFold(k, hdrXFFB):
+			prevXFF = v
+		case len(k) == len(hdrXFHost) && bytes.EqualFold(k, hdrXFHostB):
+			prevXFHost = v
 		}
 	}
-	for _, h := range hopHeaders {
-		hdr.Del(h)
+	if hasHop {
+		// Headers named in Connection are hop-by-hop too.
+		if conn := hdr.Peek(hdrConnection); len(conn) > 0 && !bytes.EqualFold(conn, []byte("close")) && !bytes.EqualFold(conn, []byte("keep-alive")) {
+			for _, name := range bytes.Split(append([]byte(nil), conn...), []byte(",")) {
+				hdr.DelBytes(bytes.TrimSpace(name))
+			}
+		}
+		for _, h := range hopHeaders {
+			hdr.Del(h)
+		}
+		// Deleting moved the values the pass found.
+		prevFwd, prevXFF, prevXFHost = hdr.Peek(hdrForwarded), hdr.Peek(hdrXFF), hdr.Peek(hdrXFHost)
 	}
 	hdr.ResetConnectionClose()
 
@@ -310,8 +333,8 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	host := hdr.Host()
 	// Forwarded (RFC 7239) and X-Forwarded-For are appended to what earlier
 	// proxies set, as daprd does; X-Forwarded-Host keeps the first value.
-	if prev := hdr.Peek(hdrForwarded); len(prev) > 0 {
-		buf = append(buf, prev...)
+	if len(prevFwd) > 0 {
+		buf = append(buf, prevFwd...)
 		buf = append(buf, ", "...)
 	}
 	buf = append(buf, "for="...)
@@ -328,34 +351,62 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	}
 	fwdEnd := len(buf)
 	if len(ex.RemoteAddr) > 0 {
-		if prev := hdr.Peek(hdrXFF); len(prev) > 0 {
-			buf = append(buf, prev...)
+		if len(prevXFF) > 0 {
+			buf = append(buf, prevXFF...)
 			buf = append(buf, ", "...)
 		}
 		buf = append(buf, ex.RemoteAddr...)
-		hdr.SetBytesV(hdrXFF, buf[fwdEnd:])
 	}
+	xffEnd := len(buf)
 	ex.Scratch = buf
-	if len(host) > 0 && len(hdr.Peek(hdrXFHost)) == 0 {
-		hdr.SetBytesV(hdrXFHost, host)
+	// Host is read before the headers change: values live in the headers'
+	// own buffers.
+	if len(host) > 0 && len(prevXFHost) == 0 {
+		hdr.SetCanonical(hdrXFHostB, host)
+	}
+	if len(ex.RemoteAddr) > 0 {
+		hdr.SetCanonical(hdrXFFB, buf[fwdEnd:xffEnd])
 	}
 	if len(ex.RemoteAddr) > 0 || len(host) > 0 {
-		hdr.SetBytesV(hdrForwarded, buf[uriEnd:fwdEnd])
+		hdr.SetCanonical(hdrForwardedB, buf[uriEnd:fwdEnd])
 	}
 	req.SetRequestURIBytes(buf[:uriEnd])
 	hdr.SetHostBytes(upstream)
 
 	if len(ex.CallerAppID) > 0 {
-		hdr.SetBytesV(hdrCaller, ex.CallerAppID)
+		hdr.SetCanonical(hdrCallerB, ex.CallerAppID)
 	} else {
-		hdr.SetBytesV(hdrCaller, c.appID)
+		hdr.SetCanonical(hdrCallerB, c.appID)
 	}
-	hdr.SetBytesV(hdrCallee, c.appID)
+	hdr.SetCanonical(hdrCalleeB, c.appID)
 	if len(c.appToken) > 0 {
-		hdr.SetBytesV(hdrToken, c.appToken)
-	} else {
+		hdr.SetCanonical(hdrTokenB, c.appToken)
+	} else if len(hdr.Peek(hdrToken)) > 0 {
 		hdr.Del(hdrToken)
 	}
+}
+
+// Canonical header names, as the listeners store them.
+var (
+	hdrForwardedB = []byte(hdrForwarded)
+	hdrXFFB       = []byte(hdrXFF)
+	hdrXFHostB    = []byte(hdrXFHost)
+	hdrCallerB    = []byte("Dapr-Caller-App-Id")
+	hdrCalleeB    = []byte("Dapr-Callee-App-Id")
+	hdrTokenB     = []byte("Dapr-Api-Token")
+)
+
+// isHop reports a hop-by-hop header (hopHeaders), in any case.
+func isHop(k []byte) bool {
+	switch len(k) {
+	case 2, 7, 10, 16, 17, 18, 19:
+		for _, h := range hopHeaders {
+			if len(h) == len(k) && bytes.EqualFold(k, []byte(h)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Cluster) pick() *endpoint {
