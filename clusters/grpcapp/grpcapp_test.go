@@ -714,7 +714,7 @@ func TestDeliverErrors(t *testing.T) {
 
 // front is a gRPC listener that proxies every unknown service through c,
 // as the gRPC API listener does for dapr-app-id calls.
-func front(t *testing.T, c *Cluster) runtimev1pb.AppCallbackClient {
+func front(t testing.TB, c *Cluster) runtimev1pb.AppCallbackClient {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -850,6 +850,45 @@ func BenchmarkHandleInvoke(b *testing.B) {
 				b.Error(err)
 			}
 			filters.ReleaseExchange(ex)
+		}
+	})
+}
+
+// echoServer is an app's own gRPC server that echoes every unary call's
+// message without parsing it, as the benchmark's echo app does.
+func echoServer(b testing.TB) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		f := new(grpcwire.Frame)
+		if err := ss.RecvMsg(f); err != nil {
+			return err
+		}
+		return ss.SendMsg(f)
+	}))
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
+// BenchmarkProxy measures unary gRPC proxying through the cluster: a
+// listener's stream is pumped to the app's server and back (real sockets
+// on 127.0.0.1; the client and the app are in the figures too).
+func BenchmarkProxy(b *testing.B) {
+	client := front(b, newCluster(b, Options{Endpoints: []string{echoServer(b)}}))
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "dapr-app-id", "orders")
+	in := &commonv1pb.InvokeRequest{Data: &anypb.Any{Value: []byte(strings.Repeat("x", 64))}} // echoed back, a valid InvokeResponse too
+	b.ReportAllocs()
+	b.SetParallelism(8) // 16 calls in flight on two cores, as under load
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := client.OnInvoke(ctx, in); err != nil {
+				b.Error(err)
+				return
+			}
 		}
 	})
 }
