@@ -6,12 +6,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 )
 
 // conns is the process's pool of connections to peer sidecars, one per
 // address: the sidecar clusters of every app id served at an address share
-// it, so N app ids behind one sidecar cost one HTTP/2 connection, not N.
+// it, so N app ids behind one sidecar cost one HTTP/2 connection (and one
+// peer-link connection pool), not N.
 var conns = &connPool{m: map[string]*sharedConn{}}
 
 type connPool struct {
@@ -26,6 +28,10 @@ type sharedConn struct {
 	refs int // guarded by connPool.mu
 	mu   sync.Mutex
 	cur  atomic.Pointer[grpc.ClientConn]
+	// The HTTP/1.1 peer link to the address (httplink.go): whether the
+	// peer offered it, and its client, made on first use.
+	linkOK atomic.Bool
+	hc     atomic.Pointer[fasthttp.HostClient]
 }
 
 // acquire returns the entry for addr, counting one more holder. It dials
@@ -54,6 +60,9 @@ func (p *connPool) release(s *sharedConn) {
 	if last {
 		if cc := s.cur.Swap(nil); cc != nil {
 			_ = cc.Close()
+		}
+		if hc := s.hc.Load(); hc != nil {
+			hc.CloseIdleConnections()
 		}
 	}
 }

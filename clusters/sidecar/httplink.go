@@ -29,14 +29,15 @@ import (
 // them longer (peerhttp's server side), so the caller is the one to close.
 const linkIdle = 30 * time.Second
 
-// link returns the endpoint's HTTP/1.1 client, made on first use.
-func (ep *endpoint) link(connectTimeout time.Duration) *fasthttp.HostClient {
-	if hc := ep.hc.Load(); hc != nil {
+// link returns the HTTP/1.1 client of the endpoint's address, made on first
+// use and shared by every cluster with an endpoint there.
+func (s *sharedConn) link(connectTimeout time.Duration) *fasthttp.HostClient {
+	if hc := s.hc.Load(); hc != nil {
 		return hc
 	}
 	dialer := &fasthttp.TCPDialer{}
 	hc := &fasthttp.HostClient{
-		Addr:                          ep.addr,
+		Addr:                          s.addr,
 		MaxConns:                      1024,
 		MaxIdleConnDuration:           linkIdle,
 		ReadBufferSize:                16 << 10,
@@ -52,10 +53,10 @@ func (ep *endpoint) link(connectTimeout time.Duration) *fasthttp.HostClient {
 			return false, attempts == 1 && errors.Is(err, io.EOF)
 		},
 	}
-	if ep.hc.CompareAndSwap(nil, hc) {
+	if s.hc.CompareAndSwap(nil, hc) {
 		return hc
 	}
-	return ep.hc.Load()
+	return s.hc.Load()
 }
 
 var (
@@ -72,7 +73,7 @@ var (
 // Handle retries and ejects the same way for both transports; the peer's
 // own errors come back as *filters.Error.
 func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exchange) error {
-	hc := ep.link(c.opts.ConnectTimeout)
+	hc := ep.shared.link(c.opts.ConnectTimeout)
 	req := ex.Req
 	h := &req.Header
 	peerhttp.PrepareRequest(h)
@@ -105,7 +106,7 @@ func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exch
 	if !peerhttp.IsLinkResponse(&resp.Header) {
 		// Whatever answered is not a switchyard sidecar (any more): back to
 		// gRPC, which learns again whether the peer offers the link.
-		ep.linkOK.Store(false)
+		ep.shared.linkOK.Store(false)
 		return status.Errorf(codes.Unavailable, "peer %s answered HTTP/1.1 without the link marker (status %d)", ep.addr, resp.StatusCode())
 	}
 	if code := resp.Header.PeekBytes(hdrErrorB); len(code) > 0 {
@@ -131,7 +132,7 @@ func (c *Cluster) linkError(ep *endpoint, err error) error {
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return status.Errorf(codes.ResourceExhausted, "peer %s: %v", ep.addr, err)
 	}
-	ep.linkOK.Store(false)
+	ep.shared.linkOK.Store(false)
 	if errors.Is(err, fasthttp.ErrConnectionClosed) {
 		return status.Errorf(codes.Unavailable, "peer %s closed the connection before answering", ep.addr)
 	}
@@ -176,7 +177,7 @@ func takeTrailers(ex *filters.Exchange) {
 func (ep *endpoint) noteOffer(md metadata.MD) {
 	for _, v := range md.Get(peerhttp.MDOffer) {
 		if v == peerhttp.Version {
-			ep.linkOK.Store(true)
+			ep.shared.linkOK.Store(true)
 			return
 		}
 	}

@@ -19,7 +19,6 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -109,8 +108,6 @@ type endpoint struct {
 	inflight atomic.Int64
 	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
 	noStream atomic.Bool  // the peer answered Unimplemented to CallLocalStream
-	linkOK   atomic.Bool  // the peer offered the HTTP/1.1 link
-	hc       atomic.Pointer[fasthttp.HostClient]
 }
 
 // Cluster is a sidecar cluster.
@@ -269,14 +266,8 @@ func (ep *endpoint) failing() bool {
 	return cc != nil && cc.GetState() == connectivity.TransientFailure
 }
 
-// drop gives the endpoint's hold on its pooled connection back and closes
-// its idle link connections.
-func (ep *endpoint) drop() {
-	conns.release(ep.shared)
-	if hc := ep.hc.Load(); hc != nil {
-		hc.CloseIdleConnections()
-	}
-}
+// drop gives the endpoint's hold on its pooled connections back.
+func (ep *endpoint) drop() { conns.release(ep.shared) }
 
 // dropIf detaches cc if it is still the connection to the endpoint's
 // address, so that the next call dials afresh.
@@ -463,7 +454,7 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		last = ep
 		var cc *grpc.ClientConn
 		failing := false
-		if c.opts.Link && ep.linkOK.Load() {
+		if c.opts.Link && ep.shared.linkOK.Load() {
 			ep.inflight.Add(1)
 			err = c.invokeHTTP(ctx, ep, ex)
 			ep.inflight.Add(-1)
@@ -549,7 +540,7 @@ func (c *Cluster) invoke(ctx context.Context, ep *endpoint, cc *grpc.ClientConn,
 			return c.response(ex, resp, body)
 		}
 	}
-	if c.opts.Link && !ep.linkOK.Load() {
+	if c.opts.Link && !ep.shared.linkOK.Load() {
 		// Learn from the answer's header metadata whether the peer offers
 		// the HTTP/1.1 link.
 		var md metadata.MD
