@@ -47,10 +47,18 @@ func (s *sharedConn) link(connectTimeout time.Duration) *fasthttp.HostClient {
 		DisablePathNormalizing:        true,
 		Dial:                          func(a string) (net.Conn, error) { return dialer.DialTimeout(a, connectTimeout) },
 		// Only a connection the callee closed before answering a single
-		// byte (a kept-alive one it dropped) is tried again here; every
-		// other failure is the cluster's to retry, by daprd's rules.
+		// byte (a kept-alive one it dropped: it restarted, say) is tried
+		// again here, on a new connection, since the other idle ones are
+		// likely as stale; every other failure is the cluster's to retry,
+		// by daprd's rules.
 		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
-			return false, attempts == 1 && errors.Is(err, io.EOF)
+			if attempts != 1 || !errors.Is(err, io.EOF) {
+				return false, false
+			}
+			if hc := s.hc.Load(); hc != nil {
+				hc.CloseIdleConnections()
+			}
+			return false, true
 		},
 	}
 	if s.hc.CompareAndSwap(nil, hc) {

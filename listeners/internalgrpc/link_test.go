@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,6 +256,44 @@ func TestLinkFallsBackToGRPC(t *testing.T) {
 	}
 	if ok < 2 {
 		t.Fatalf("%d of 3 calls worked", ok)
+	}
+}
+
+// After the peer restarts (with the link), the caller's kept-alive link
+// connections are all stale: no call may fail because of them.
+func TestLinkPeerRestart(t *testing.T) {
+	s := startServer(t, 0, appAnswer)
+	addr := s.l.Addrs()[0].String()
+	c := linkCluster(t, s, true)
+	_ = invokeVia(t, c, "m") // learns the link
+	// Several calls at once leave several kept-alive connections.
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = invokeVia(t, c, "m")
+		}()
+	}
+	wg.Wait()
+	drain(s.seen)
+	if s.l.linkServed.Load() == 0 {
+		t.Fatal("the link was never used")
+	}
+	_ = s.l.Close(context.Background())
+	l2, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, &config.Config{AppID: "orders"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close(context.Background())
+	for i := 0; i < 20; i++ {
+		if g := invokeVia(t, c, "m"); g.status != 201 {
+			t.Fatalf("call %d after the restart: %+v", i, g)
+		}
+		drain(s.seen)
+	}
+	if l2.linkServed.Load() == 0 {
+		t.Fatal("the calls after the restart did not use the link")
 	}
 }
 
