@@ -69,6 +69,15 @@ var (
 // of the sidecar's CPU under load); a reused one keeps its grown stack.
 const streamWorkers = 64
 
+// flowWindow is the fixed HTTP/2 flow-control window of each call and of
+// each connection. A fixed window turns off grpc-go's bandwidth-delay
+// estimation, which pings the client whenever data arrives and no ping is
+// out: under a stream of small calls that was a ping and its ack for every
+// few calls (the sidecar made 1.18 reads and 0.78 writes per proxied call;
+// 0.79 and 0.53 with a fixed window). The callers are local apps, so 1 MiB
+// is plenty of window for the round trip.
+const flowWindow = 1 << 20
+
 // Start binds the listener's addresses and serves.
 func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtime) (*Listener, error) {
 	cfg := rt.Snapshot().Config
@@ -83,6 +92,8 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 		grpc.MaxRecvMsgSize(maxMsg<<20),
 		grpc.MaxSendMsgSize(maxMsg<<20),
 		grpc.NumStreamWorkers(streamWorkers),
+		grpc.InitialWindowSize(flowWindow),
+		grpc.InitialConnWindowSize(flowWindow),
 	)
 	runtimev1pb.RegisterDaprServer(l.srv, l)
 	lns, err := listeners.Listen(log, spec.Name, spec.Addresses)
