@@ -357,3 +357,31 @@ func BenchmarkInvokeRemote(b *testing.B) {
 		})
 	}
 }
+
+// A body of megabytes crosses the link whole, both ways.
+func TestLinkLargeBody(t *testing.T) {
+	s := startServer(t, 0, func(_ context.Context, ex *filters.Exchange) error {
+		ex.Resp.SetStatusCode(200)
+		ex.Resp.SetBody(ex.Req.Body())
+		return nil
+	})
+	c := linkCluster(t, s, true)
+	body := strings.Repeat("0123456789abcdef", 3<<16) // 3 MiB
+	for i := 0; i < 2; i++ {                          // over gRPC, then the link
+		ex := filters.AcquireExchange(true)
+		ex.Req.Header.SetMethod("POST")
+		ex.Req.SetBodyString(body)
+		ex.SetInvoke([]byte("orders"), []byte("big"))
+		if err := c.Handle(ctx10(t), ex); err != nil {
+			t.Fatal(err)
+		}
+		if got := ex.Resp.Body(); string(got) != body {
+			t.Fatalf("call %d: %d bytes back, want %d", i, len(got), len(body))
+		}
+		filters.ReleaseExchange(ex)
+		drain(s.seen)
+	}
+	if s.l.linkServed.Load() != 1 {
+		t.Fatalf("link served %d, want 1", s.l.linkServed.Load())
+	}
+}
