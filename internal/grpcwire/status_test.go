@@ -235,12 +235,23 @@ func TestRouteMethodAndPeerAddr(t *testing.T) {
 		{"no address", &peer.Peer{}, netip.Addr{}},
 		{"ipv4", &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}}, netip.MustParseAddr("127.0.0.1")},
 		{"ipv6", &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("::1"), Port: 5000}}, netip.MustParseAddr("::1")},
+		{"ipv4 in 4 bytes", &peer.Peer{Addr: &net.TCPAddr{IP: net.IP{10, 0, 0, 7}, Port: 5000}}, netip.MustParseAddr("10.0.0.7")},
+		{"ipv6 with zone", &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 5000, Zone: "eth0"}}, netip.MustParseAddr("fe80::1%eth0")},
+		{"udp", &peer.Peer{Addr: &net.UDPAddr{IP: net.IPv4(10, 0, 0, 8), Port: 53}}, netip.MustParseAddr("10.0.0.8")},
 		{"unix socket", &peer.Peer{Addr: &net.UnixAddr{Name: "/tmp/s", Net: "unix"}}, netip.Addr{}},
 	}
 	for _, tc := range cases {
 		if got := PeerAddr(tc.p); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func BenchmarkPeerAddr(b *testing.B) {
+	p := &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = PeerAddr(p)
 	}
 }
 

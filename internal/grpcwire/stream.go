@@ -2,6 +2,7 @@ package grpcwire
 
 import (
 	"context"
+	"net"
 	"net/netip"
 
 	"google.golang.org/grpc"
@@ -53,6 +54,10 @@ func RouteMethod(full string) string {
 func PeerAddr(p *peer.Peer) netip.Addr {
 	if p == nil || p.Addr == nil {
 		return netip.Addr{}
+	}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		// What the listeners see: no string to format and parse per call.
+		return a.AddrPort().Addr().Unmap()
 	}
 	ap, err := netip.ParseAddrPort(p.Addr.String())
 	if err != nil {
