@@ -385,3 +385,87 @@ func TestLinkLargeBody(t *testing.T) {
 		t.Fatalf("link served %d, want 1", s.l.linkServed.Load())
 	}
 }
+
+// The port sorts connections by their first bytes: plain HTTP/1.1 without
+// the link marker is refused with a Dapr error, a connection that sends
+// nothing does not hold up the others, and gRPC keeps working beside both.
+func TestLinkPortSorting(t *testing.T) {
+	s := startServer(t, 0, appAnswer)
+	addr := s.l.Addrs()[0].String()
+
+	idle, err := net.Dial("tcp", addr) // says nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	short, err := net.Dial("tcp", addr) // two bytes, then nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close()
+	_, _ = short.Write([]byte("PR"))
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "POST /m HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 400") {
+		t.Fatalf("a request without the marker: %q %v", line, err)
+	}
+	var hdrs []string
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil || l == "\r\n" {
+			break
+		}
+		hdrs = append(hdrs, strings.TrimSpace(l))
+	}
+	if !containsFold(hdrs, "Switchyard-Error: ERR_DIRECT_INVOKE") {
+		t.Fatalf("headers %q", hdrs)
+	}
+	select {
+	case v := <-s.seen:
+		t.Fatalf("the chain ran for a request without the marker: %+v", v)
+	default:
+	}
+
+	// gRPC beside them.
+	if _, err := s.cli.CallLocal(ctx10(t), invokeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.last(t)
+}
+
+func containsFold(list []string, want string) bool {
+	for _, s := range list {
+		if strings.EqualFold(s, want) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPrefixConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	pc := &prefixConn{Conn: b, head: []byte("PRI ")}
+	go func() { _, _ = a.Write([]byte("* HTTP/2.0")) }()
+	buf := make([]byte, 2)
+	var got []byte
+	for len(got) < len("PRI * HTTP/2.0") {
+		n, err := pc.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "PRI * HTTP/2.0" {
+		t.Fatalf("read %q", got)
+	}
+}
