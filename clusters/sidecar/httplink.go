@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"time"
@@ -45,14 +44,22 @@ func (s *sharedConn) link(connectTimeout time.Duration) *fasthttp.HostClient {
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
-		Dial:                          func(a string) (net.Conn, error) { return dialer.DialTimeout(a, connectTimeout) },
-		// Only a connection the callee closed before answering a single
-		// byte (a kept-alive one it dropped: it restarted, say) is tried
-		// again here, on a new connection, since the other idle ones are
-		// likely as stale; every other failure is the cluster's to retry,
-		// by daprd's rules.
-		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
-			if attempts != 1 || !errors.Is(err, io.EOF) {
+		Dial: func(a string) (net.Conn, error) {
+			c, err := dialer.DialTimeout(a, connectTimeout)
+			if err != nil {
+				return nil, err
+			}
+			return &linkConn{Conn: c}, nil
+		},
+		// Only a kept-alive connection the callee closed while it was idle
+		// (it restarted, say), found before a byte of the request was
+		// written, is tried again here, on a new connection, since the
+		// other idle ones are likely as stale. A connection closed after
+		// the request was written may have delivered it to the app: that,
+		// like every other failure, is the cluster's to retry, by daprd's
+		// rules.
+		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
+			if !errors.Is(err, errStaleConn) {
 				return false, false
 			}
 			if hc := s.hc.Load(); hc != nil {
@@ -65,6 +72,34 @@ func (s *sharedConn) link(connectTimeout time.Duration) *fasthttp.HostClient {
 		return hc
 	}
 	return s.hc.Load()
+}
+
+// errStaleConn is a kept-alive link connection the peer closed (or wrote
+// to) while it was idle, found before anything was sent on it.
+var errStaleConn = errors.New("sidecar: kept-alive link connection closed by the peer")
+
+// linkConn is a link connection that, before the first write of a request
+// on a connection that has carried one already, checks that the peer has
+// not closed it meanwhile: a request written there would be lost, and
+// whether the peer read it could no longer be told.
+type linkConn struct {
+	net.Conn
+	reused bool // a response was read: the next write starts a new request
+}
+
+func (c *linkConn) Read(p []byte) (int, error) {
+	c.reused = true
+	return c.Conn.Read(p)
+}
+
+func (c *linkConn) Write(p []byte) (int, error) {
+	if c.reused {
+		c.reused = false
+		if idleClosed(c.Conn) {
+			return 0, errStaleConn
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 var (
