@@ -108,6 +108,7 @@ var (
 	hdrCallerNSB = []byte(grpcwire.MDCallerNS)
 	hdrErrorB    = []byte(peerhttp.HeaderError)
 	hdrGRPCCodeB = []byte(peerhttp.HeaderGRPCCode)
+	hdrTimeoutB  = []byte(peerhttp.HeaderTimeout)
 	trailerPfx   = []byte(peerhttp.TrailerPrefix)
 )
 
@@ -138,8 +139,14 @@ func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exch
 
 	var err error
 	if dl, ok := ctx.Deadline(); ok {
+		// The callee's chain gets the deadline, as from a CallLocal's
+		// grpc-timeout (rounded up, as grpc-go does).
+		var b [20]byte
+		us := max((time.Until(dl)+time.Microsecond-1)/time.Microsecond, 1)
+		h.SetBytesKV(hdrTimeoutB, strconv.AppendInt(b[:0], int64(us), 10))
 		err = hc.DoDeadline(req, ex.Resp, dl)
 	} else {
+		h.DelBytes(hdrTimeoutB)
 		err = hc.Do(req, ex.Resp)
 	}
 	if err != nil {

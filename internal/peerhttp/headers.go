@@ -85,6 +85,7 @@ func carryOut(h interface {
 var (
 	linkV    = []byte(Version)
 	linkK    = []byte(HeaderLink)
+	timeoutK = []byte(HeaderTimeout)
 	closeV   = []byte("close")
 	keepV    = []byte("keep-alive")
 	splitSep = []byte(",")
@@ -127,6 +128,7 @@ func IsLinkRequest(h *fasthttp.RequestHeader) bool {
 // remains is what the gRPC internal API would have delivered. Host goes too.
 func CleanRequest(h *fasthttp.RequestHeader) {
 	h.DelBytes(linkK)
+	h.DelBytes(timeoutK)
 	var todo []edit
 	for k, v := range h.All() {
 		todo = note(todo, k, v, false)

@@ -7,6 +7,7 @@
 //	<verb> /<method, percent-encoded where needed>?<query> HTTP/1.1
 //	Switchyard-Link: 1
 //	dapr-caller-app-id / dapr-callee-app-id / dapr-caller-namespace
+//	Switchyard-Timeout: <microseconds>   (when the caller has a deadline)
 //	... the caller's headers, content type and body as they are
 //
 // The callee answers with the app's status, headers and body and
@@ -22,6 +23,10 @@ const (
 	HeaderError    = "Switchyard-Error"
 	HeaderGRPCCode = "Switchyard-Grpc-Code"
 	TrailerPrefix  = "Switchyard-Trailer-"
+	// HeaderTimeout is how long the caller still waits for the answer, in
+	// microseconds: the callee's chain gets it as its context's deadline,
+	// as the grpc-timeout of a CallLocal does.
+	HeaderTimeout = "Switchyard-Timeout"
 	// MDOffer is the gRPC header metadata with which a sidecar's CallLocal
 	// answer offers the HTTP/1.1 form (value Version).
 	MDOffer = "switchyard-internal-http"

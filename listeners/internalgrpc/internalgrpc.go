@@ -59,9 +59,14 @@ type Listener struct {
 	lns   []net.Listener
 	wg    sync.WaitGroup
 	// The HTTP/1.1 link to switchyard peers (nil when turned off), and how
-	// many invocations came over it.
+	// many invocations came over it. The link's calls run under linkCtx
+	// (with the caller's deadline), canceled by linkStop only when Close
+	// gives up waiting, as srv.Stop cancels gRPC calls: fasthttp's own
+	// request context is canceled as soon as a shutdown begins.
 	link       *fasthttp.Server
 	linkServed atomic.Uint64
+	linkCtx    context.Context
+	linkStop   context.CancelFunc
 }
 
 var (
@@ -96,6 +101,7 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 	l.lns = lns
 	if cfg.InternalHTTPOn() {
 		l.link = l.newLinkServer(maxMsg<<20, log)
+		l.linkCtx, l.linkStop = context.WithCancel(context.Background())
 	}
 	for _, ln := range lns {
 		grpcLn := ln
@@ -140,6 +146,7 @@ func (l *Listener) Close(ctx context.Context) error {
 	}()
 	if l.link != nil {
 		_ = l.link.ShutdownWithContext(ctx)
+		l.linkStop() // only calls still running after ctx ended
 	}
 	select {
 	case <-done:

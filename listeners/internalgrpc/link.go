@@ -2,6 +2,7 @@ package internalgrpc
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -194,12 +195,18 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 	if v := req.Header.Peek(grpcwire.MDCallerNS); len(v) > 0 {
 		ex.CallerNamespace = append([]byte(nil), v...)
 	}
-	peerhttp.CleanRequest(&req.Header)
 	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	ex.SetRemoteAddr(ip)
 	ex.SetInvoke(l.appID, method)
 	// SetInvoke copied the method into the route key: Scratch is free again.
-	if err := l.chain.Load().Handle(ctx, ex); err != nil {
+	cctx := l.linkCtx
+	if us, err := fasthttp.ParseUint(req.Header.PeekBytes(timeoutB)); err == nil && us > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(cctx, time.Duration(us)*time.Microsecond)
+		defer cancel()
+	}
+	peerhttp.CleanRequest(&req.Header)
+	if err := l.chain.Load().Handle(cctx, ex); err != nil {
 		ctx.Response.Reset()
 		writeLinkError(&ctx.Response, filters.AsError(err, filters.KindInvoke))
 		return
@@ -218,6 +225,8 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 		}
 	}
 }
+
+var timeoutB = []byte(peerhttp.HeaderTimeout)
 
 // writeLinkError answers a link request with one of our own errors.
 func writeLinkError(resp *fasthttp.Response, e *filters.Error) {

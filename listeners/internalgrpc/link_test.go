@@ -469,3 +469,104 @@ func TestPrefixConn(t *testing.T) {
 		t.Fatalf("read %q", got)
 	}
 }
+
+// The callee's chain gets the same context over both transports: the
+// caller's deadline, and no cancellation when the listener starts a
+// graceful close (calls in flight finish, as grpc-go's GracefulStop lets
+// them).
+func TestLinkCalleeContext(t *testing.T) {
+	for _, tr := range []struct {
+		name string
+		link bool
+	}{{"grpc", false}, {"link", true}} {
+		t.Run(tr.name, func(t *testing.T) {
+			type result struct {
+				deadline bool
+				canceled bool
+			}
+			results := make(chan result, 1)
+			release := make(chan struct{})
+			s := startServer(t, 0, func(ctx context.Context, ex *filters.Exchange) error {
+				if string(ex.Method) != "wait" {
+					return appAnswer(ctx, ex)
+				}
+				_, dl := ctx.Deadline()
+				r := result{deadline: dl}
+				select {
+				case <-ctx.Done():
+					r.canceled = true
+				case <-release:
+				}
+				results <- r
+				if r.canceled {
+					return ctx.Err()
+				}
+				return appAnswer(ctx, ex)
+			})
+			c := linkCluster(t, s, tr.link)
+			_ = invokeVia(t, c, "m") // learns the link
+			_ = s.last(t)
+			call := func(timeout time.Duration) (got, bool) {
+				ex := filters.AcquireExchange(true)
+				defer filters.ReleaseExchange(ex)
+				ex.Req.Header.SetMethod("POST")
+				ex.SetInvoke([]byte("orders"), []byte("wait"))
+				ex.Timeout = timeout
+				err := c.Handle(context.Background(), ex)
+				return got{status: ex.Resp.StatusCode()}, err == nil
+			}
+
+			// The caller's deadline reaches the callee, which stops waiting.
+			start := time.Now()
+			if _, ok := call(300 * time.Millisecond); ok {
+				t.Fatal("a call past its deadline worked")
+			}
+			select {
+			case r := <-results:
+				if !r.deadline || !r.canceled {
+					t.Fatalf("the callee's context: deadline %v, canceled %v; want both", r.deadline, r.canceled)
+				}
+			case <-time.After(5 * time.Second):
+				close(release)
+				t.Fatal("the callee never saw the caller's deadline")
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("took %v", d)
+			}
+			_ = s.last(t)
+			if tr.link && s.l.linkServed.Load() == 0 {
+				t.Fatal("the call did not come over the link")
+			}
+
+			// A graceful close lets the call in flight finish.
+			done := make(chan got, 1)
+			go func() {
+				g, _ := call(0)
+				done <- g
+			}()
+			_ = s.last(t) // the chain runs
+			closed := make(chan struct{})
+			go func() {
+				_ = s.l.Close(ctx10(t))
+				close(closed)
+			}()
+			// The close has begun once the port refuses new connections.
+			for {
+				conn, err := net.DialTimeout("tcp", s.l.Addrs()[0].String(), time.Second)
+				if err != nil {
+					break
+				}
+				conn.Close()
+				time.Sleep(5 * time.Millisecond)
+			}
+			close(release)
+			if r := <-results; r.canceled {
+				t.Fatal("a graceful close canceled the call in flight")
+			}
+			if g := <-done; g.status != 201 {
+				t.Fatalf("the call in flight got %+v", g)
+			}
+			<-closed
+		})
+	}
+}
