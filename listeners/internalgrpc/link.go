@@ -60,17 +60,27 @@ func newMux(ln net.Listener, log *zap.Logger) *mux {
 
 func (m *mux) accept() {
 	defer m.wg.Done()
+	var wait time.Duration
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
+			// Out of file descriptors (EMFILE) and the like pass: wait
+			// and go on, backing off as grpc-go's and fasthttp's Serve do.
+			var te interface{ Temporary() bool }
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
+			if (errors.As(err, &te) && te.Temporary()) || (errors.As(err, &ne) && ne.Timeout()) {
+				wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(wait):
+				case <-m.grpc.done:
+					return
+				}
 				continue
 			}
 			m.Close()
 			return
 		}
+		wait = 0
 		go m.sort(c)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
@@ -569,4 +570,47 @@ func TestLinkCalleeContext(t *testing.T) {
 			<-closed
 		})
 	}
+}
+
+// flakyListener fails its first Accept the way accept(2) does when the
+// process is out of file descriptors, then works.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+type tempErr struct{}
+
+func (tempErr) Error() string   { return "accept: too many open files" }
+func (tempErr) Timeout() bool   { return false }
+func (tempErr) Temporary() bool { return true }
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: tempErr{}}
+	}
+	return l.Listener.Accept()
+}
+
+// A temporary accept error (EMFILE) does not close the port, as it does
+// not close grpc-go's or fasthttp's own.
+func TestMuxTemporaryAcceptError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMux(&flakyListener{Listener: ln}, zap.NewNop())
+	defer m.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("GET / HTTP/1.1\r\n"))
+	c, err := m.http.Accept()
+	if err != nil {
+		t.Fatalf("the mux stopped after a temporary accept error: %v", err)
+	}
+	c.Close()
 }
