@@ -49,7 +49,7 @@ func (s *sharedConn) link(connectTimeout time.Duration) *fasthttp.HostClient {
 			if err != nil {
 				return nil, err
 			}
-			return &linkConn{Conn: c}, nil
+			return &linkConn{Conn: c, fd: socketOf(c)}, nil
 		},
 		// Only a kept-alive connection the callee closed while it was idle
 		// (it restarted, say), found before a byte of the request was
@@ -84,6 +84,7 @@ var errStaleConn = errors.New("sidecar: kept-alive link connection closed by the
 // whether the peer read it could no longer be told.
 type linkConn struct {
 	net.Conn
+	fd     int  // the socket, for the peek (-1: none)
 	reused bool // a response was read: the next write starts a new request
 }
 
@@ -95,7 +96,7 @@ func (c *linkConn) Read(p []byte) (int, error) {
 func (c *linkConn) Write(p []byte) (int, error) {
 	if c.reused {
 		c.reused = false
-		if idleClosed(c.Conn) {
+		if idleClosed(c.fd) {
 			return 0, errStaleConn
 		}
 	}
@@ -121,12 +122,14 @@ func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exch
 	req := ex.Req
 	h := &req.Header
 	peerhttp.PrepareRequest(h)
-	h.SetBytesKV(hdrCallerB, c.selfID)
-	h.SetBytesKV(hdrCalleeB, c.appID)
+	// Every value a client sent under these names goes, as over gRPC.
+	h.DelBytes(hdrCallerB)
+	h.AddBytesKV(hdrCallerB, c.selfID)
+	h.DelBytes(hdrCalleeB)
+	h.AddBytesKV(hdrCalleeB, c.appID)
+	h.DelBytes(hdrCallerNSB)
 	if len(c.selfNS) > 0 {
-		h.SetBytesKV(hdrCallerNSB, c.selfNS)
-	} else {
-		h.DelBytes(hdrCallerNSB)
+		h.AddBytesKV(hdrCallerNSB, c.selfNS)
 	}
 	buf := peerhttp.AppendPath(ex.Scratch[:0], ex.Method)
 	if q := req.URI().QueryString(); len(q) > 0 {
