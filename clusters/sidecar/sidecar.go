@@ -34,6 +34,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 )
 
 func init() { clusters.RegisterKind(kind{}) }
@@ -460,6 +461,9 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 			ep.inflight.Add(-1)
 		} else {
 			if req == nil {
+				if attempt > 0 {
+					peerhttp.DropLinkHeaders(&ex.Req.Header) // a failed link attempt set them
+				}
 				req = c.buildRequest(ex, cl)
 			}
 			if attempt > 0 {

@@ -162,3 +162,10 @@ func IsLinkResponse(h *fasthttp.ResponseHeader) bool {
 }
 
 var dateK = []byte("Date")
+
+// DropLinkHeaders removes what PrepareRequest and the caller added for the
+// link from a request that goes over gRPC after all.
+func DropLinkHeaders(h *fasthttp.RequestHeader) {
+	h.DelBytes(linkK)
+	h.DelBytes(timeoutK)
+}

@@ -53,7 +53,14 @@ type got struct {
 // listener builds it, with headers that the rules drop or rename.
 func invokeVia(t *testing.T, c *sidecar.Cluster, method string) got {
 	t.Helper()
+	return invokeIdem(t, c, method, false)
+}
+
+// invokeIdem is invokeVia on a route that is idempotent or not.
+func invokeIdem(t *testing.T, c *sidecar.Cluster, method string, idempotent bool) got {
+	t.Helper()
 	ex := filters.AcquireExchange(true)
+	ex.Idempotent = idempotent
 	defer filters.ReleaseExchange(ex)
 	ex.Protocol = filters.ProtocolHTTP
 	r := ex.Req
@@ -72,6 +79,9 @@ func invokeVia(t *testing.T, c *sidecar.Cluster, method string) got {
 	r.Header.Set("Connection", "X-Hop")
 	r.Header.Set("X-Hop", "1")
 	r.Header.Set("Dapr-Caller-App-Id", "forged")
+	r.Header.Add("Dapr-Caller-App-Id", "forged again")
+	r.Header.Add("Dapr-Callee-App-Id", "someone")
+	r.Header.Add("Dapr-Callee-App-Id", "someone else")
 	r.Header.Set("Switchyard-Error", "ERR_FORGED")
 	r.SetBodyString(`{"id":1}`)
 	ex.SetInvoke([]byte("orders"), []byte(method))
@@ -295,6 +305,37 @@ func TestLinkPeerRestart(t *testing.T) {
 	}
 	if l2.linkServed.Load() == 0 {
 		t.Fatal("the calls after the restart did not use the link")
+	}
+}
+
+// A call retried over gRPC after its link attempt failed carries none of
+// the link's own headers to the app.
+func TestLinkRetryOverGRPCCarriesNoLinkHeaders(t *testing.T) {
+	s := startServer(t, 0, appAnswer)
+	addr := s.l.Addrs()[0].String()
+	c := linkCluster(t, s, true)
+	for i := 0; i < 2; i++ {
+		_ = invokeVia(t, c, "m")
+		drain(s.seen)
+	}
+	if s.l.linkServed.Load() == 0 {
+		t.Fatal("the link was never used")
+	}
+	_ = s.l.Close(context.Background())
+	off := false
+	l2, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, &config.Config{AppID: "orders", InternalHTTP: &off}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close(context.Background())
+	if g := invokeIdem(t, c, "m", true); g.status != 201 {
+		t.Fatalf("the idempotent call was not retried over gRPC: %+v", g)
+	}
+	h := s.last(t).headers
+	for _, k := range []string{"switchyard-link", "switchyard-timeout"} {
+		if _, ok := h[k]; ok {
+			t.Errorf("header %s reached the app: %v", k, h)
+		}
 	}
 }
 
