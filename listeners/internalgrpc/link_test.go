@@ -244,15 +244,8 @@ func TestLinkFallsBackToGRPC(t *testing.T) {
 	if s.l.linkServed.Load() != 1 {
 		t.Fatalf("link served %d, want 1", s.l.linkServed.Load())
 	}
-	_ = s.l.Close(context.Background())
-
 	off := false
-	// The same chain on the same port, without the link.
-	l2, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, &config.Config{AppID: "orders", InternalHTTP: &off}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close(context.Background())
+	restart(t, s, addr, &config.Config{AppID: "orders", InternalHTTP: &off}) // without the link
 	// The first call may fail (it may have reached the peer: not retried
 	// unless idempotent); the ones after it go over gRPC and work.
 	ok := 0
@@ -291,12 +284,7 @@ func TestLinkPeerRestart(t *testing.T) {
 	if s.l.linkServed.Load() == 0 {
 		t.Fatal("the link was never used")
 	}
-	_ = s.l.Close(context.Background())
-	l2, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, &config.Config{AppID: "orders"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close(context.Background())
+	l2 := restart(t, s, addr, &config.Config{AppID: "orders"})
 	for i := 0; i < 20; i++ {
 		if g := invokeVia(t, c, "m"); g.status != 201 {
 			t.Fatalf("call %d after the restart: %+v", i, g)
@@ -321,13 +309,8 @@ func TestLinkRetryOverGRPCCarriesNoLinkHeaders(t *testing.T) {
 	if s.l.linkServed.Load() == 0 {
 		t.Fatal("the link was never used")
 	}
-	_ = s.l.Close(context.Background())
 	off := false
-	l2, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, &config.Config{AppID: "orders", InternalHTTP: &off}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close(context.Background())
+	restart(t, s, addr, &config.Config{AppID: "orders", InternalHTTP: &off}) // without the link
 	if g := invokeIdem(t, c, "m", true); g.status != 201 {
 		t.Fatalf("the idempotent call was not retried over gRPC: %+v", g)
 	}
@@ -337,6 +320,19 @@ func TestLinkRetryOverGRPCCarriesNoLinkHeaders(t *testing.T) {
 			t.Errorf("header %s reached the app: %v", k, h)
 		}
 	}
+}
+
+// restart closes s's listener and starts another with the same chain on the
+// same address, configured by cfg.
+func restart(t *testing.T, s *server, addr string, cfg *config.Config) *Listener {
+	t.Helper()
+	_ = s.l.Close(context.Background())
+	l, err := Start(config.Listener{Name: "dapr_internal", Kind: config.ListenerInternal, Addresses: []string{addr}}, s.ref, runtimeOf(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	return l
 }
 
 func drain(c chan seen) {
