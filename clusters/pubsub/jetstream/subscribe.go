@@ -84,6 +84,9 @@ func (b *Broker) Subscribe(ctx context.Context, sub pubsub.Subscription, deliver
 	}
 	s.cc, err = cons.Consume(s.handle,
 		jetstream.PullMaxMessages(2*b.cfg.Concurrency),
+		// Pull requests live 5 s instead of nats.go's 30 s (heartbeats every
+		// 2.5 s): should a pull be lost, deliveries resume within seconds.
+		jetstream.PullExpiry(pullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			b.log.Debug("consume", zap.String("topic", sub.Topic), zap.Error(err))
 		}))
@@ -105,6 +108,9 @@ func (b *Broker) Subscribe(ctx context.Context, sub pubsub.Subscription, deliver
 	unhook := context.AfterFunc(ctx, s.stop)
 	return func() { unhook(); s.stop() }, nil
 }
+
+// pullExpiry is how long one pull request of a subscription lives.
+const pullExpiry = 5 * time.Second
 
 // handle runs on the consumer's goroutine: it hands the message to a worker
 // (waiting for one, which bounds what is fetched) or naks it after stop.
