@@ -290,11 +290,18 @@ func (c *Cluster) fail(ex *filters.Exchange, err error, gc codes.Code) error {
 func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream []byte) {
 	hdr := &req.Header
 	var hasHop bool
+	var nCaller, nCallee, nToken int
 	var prevFwd, prevXFF, prevXFHost []byte
 	for k, v := range hdr.All() {
 		switch {
 		case isHop(k):
 			hasHop = true
+		case len(k) == len(hdrCallerB) && bytes.EqualFold(k, hdrCallerB):
+			nCaller++
+		case len(k) == len(hdrCalleeB) && bytes.EqualFold(k, hdrCalleeB):
+			nCallee++
+		case len(k) == len(hdrTokenB) && bytes.EqualFold(k, hdrTokenB):
+			nToken++
 		case len(k) == len(hdrForwarded) && bytes.EqualFold(k, hdrForwardedB):
 			prevFwd = v
 		case len(k) == len(hdrXFF) && bytes.EqualFold(k, hdrXFFB):
@@ -373,6 +380,18 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	req.SetRequestURIBytes(buf[:uriEnd])
 	hdr.SetHostBytes(upstream)
 
+	// A client's extra values of the identity headers go: setting replaces
+	// only the first.
+	if nCaller > 1 {
+		hdr.DelBytes(hdrCallerB)
+	}
+	if nCallee > 1 {
+		hdr.DelBytes(hdrCalleeB)
+	}
+	if nToken > 1 {
+		hdr.DelBytes(hdrTokenB)
+		nToken = 0
+	}
 	if len(ex.CallerAppID) > 0 {
 		hdr.SetCanonical(hdrCallerB, ex.CallerAppID)
 	} else {
@@ -381,8 +400,8 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	hdr.SetCanonical(hdrCalleeB, c.appID)
 	if len(c.appToken) > 0 {
 		hdr.SetCanonical(hdrTokenB, c.appToken)
-	} else if len(hdr.Peek(hdrToken)) > 0 {
-		hdr.Del(hdrToken)
+	} else if nToken > 0 {
+		hdr.DelBytes(hdrTokenB)
 	}
 }
 

@@ -453,7 +453,10 @@ func TestIdentityHeaders(t *testing.T) {
 			ex := newExchange("POST", "/v1.0/invoke/orders/method/m", "m")
 			ex.Req.Header.Set("dapr-api-token", "the-dapr-api-token")
 			ex.Req.Header.Set("dapr-caller-app-id", "spoofed")
+			ex.Req.Header.Add("dapr-caller-app-id", "spoofed again")
 			ex.Req.Header.Set("dapr-callee-app-id", "spoofed")
+			ex.Req.Header.Add("dapr-callee-app-id", "spoofed again")
+			ex.Req.Header.Add("dapr-api-token", "another token")
 			ex.CallerAppID = []byte(tc.callerAppID)
 			if _, _, err := do(c, context.Background(), ex); err != nil {
 				t.Fatal(err)
