@@ -21,6 +21,7 @@ import (
 
 	"github.com/switchyard-proxy/switchyard/clusters/internal/limit"
 	"github.com/switchyard-proxy/switchyard/filters"
+	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 )
 
 // Options configure a cluster.
@@ -177,11 +178,6 @@ func (c *Cluster) Close() error {
 	return nil
 }
 
-var hopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
 const (
 	hdrCaller     = "dapr-caller-app-id"
 	hdrCallee     = "dapr-callee-app-id"
@@ -294,7 +290,7 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 	var prevFwd, prevXFF, prevXFHost []byte
 	for k, v := range hdr.All() {
 		switch {
-		case isHop(k):
+		case grpcwire.HopByHop(k):
 			hasHop = true
 		case len(k) == len(hdrCallerB) && bytes.EqualFold(k, hdrCallerB):
 			nCaller++
@@ -311,15 +307,7 @@ func (c *Cluster) rewrite(ex *filters.Exchange, req *fasthttp.Request, upstream 
 		}
 	}
 	if hasHop {
-		// Headers named in Connection are hop-by-hop too.
-		if conn := hdr.Peek(hdrConnection); len(conn) > 0 && !bytes.EqualFold(conn, []byte("close")) && !bytes.EqualFold(conn, []byte("keep-alive")) {
-			for _, name := range bytes.Split(append([]byte(nil), conn...), []byte(",")) {
-				hdr.DelBytes(bytes.TrimSpace(name))
-			}
-		}
-		for _, h := range hopHeaders {
-			hdr.Del(h)
-		}
+		grpcwire.DeleteHopByHop(hdr)
 		// Deleting moved the values the pass found.
 		prevFwd, prevXFF, prevXFHost = hdr.Peek(hdrForwarded), hdr.Peek(hdrXFF), hdr.Peek(hdrXFHost)
 	}
@@ -414,19 +402,6 @@ var (
 	hdrCalleeB    = []byte("Dapr-Callee-App-Id")
 	hdrTokenB     = []byte("Dapr-Api-Token")
 )
-
-// isHop reports a hop-by-hop header (hopHeaders), in any case.
-func isHop(k []byte) bool {
-	switch len(k) {
-	case 2, 7, 10, 16, 17, 18, 19:
-		for _, h := range hopHeaders {
-			if len(h) == len(k) && bytes.EqualFold(k, []byte(h)) {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 func (c *Cluster) pick() *endpoint {
 	if len(c.eps) == 1 {

@@ -152,7 +152,8 @@ func RequestHeadersToMeta(h *fasthttp.RequestHeader, m MetaMap) {
 }
 
 // connectionListed returns the header names a Connection header lists
-// (hop-by-hop too), nil for none or just close/keep-alive.
+// (hop-by-hop too), nil for none or just close/keep-alive. The names point
+// into conn.
 func connectionListed(conn []byte) [][]byte {
 	if len(conn) == 0 || EqFold(conn, "close") || EqFold(conn, "keep-alive") {
 		return nil
@@ -164,6 +165,55 @@ func connectionListed(conn []byte) [][]byte {
 		}
 	}
 	return names
+}
+
+// HopByHopNames are the hop-by-hop headers an HTTP hop removes.
+var HopByHopNames = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// HopByHop reports whether k is one of HopByHopNames, in any case. Unlike
+// HopHeader it leaves Host and Content-Type/-Length, which fasthttp keeps
+// as fields of its own, to the caller.
+func HopByHop(k []byte) bool {
+	return HopHeader(k) && !EqFold(k, "host") && !EqFold(k, "content-type") && !EqFold(k, "content-length")
+}
+
+// DropConnectionListed deletes the headers h's Connection header names.
+func DropConnectionListed(h interface {
+	Peek(string) []byte
+	DelBytes([]byte)
+}) {
+	conn := h.Peek("Connection")
+	if len(conn) == 0 {
+		return
+	}
+	// A copy: deleting headers moves the values the names point into.
+	for _, n := range connectionListed(append([]byte(nil), conn...)) {
+		h.DelBytes(n)
+	}
+}
+
+// DeleteHopByHop deletes the hop-by-hop headers of a request and the ones
+// its Connection header names.
+func DeleteHopByHop(h *fasthttp.RequestHeader) {
+	DropConnectionListed(h)
+	for _, k := range HopByHopNames {
+		h.Del(k)
+	}
+	h.ResetConnectionClose()
+}
+
+// DropHopByHop is DeleteHopByHop after one pass that finds whether there
+// is anything to delete: nearly always nothing, and then it costs no
+// deletion (each one normalizes a name and scans the headers).
+func DropHopByHop(h *fasthttp.RequestHeader) {
+	for k := range h.All() {
+		if HopByHop(k) {
+			DeleteHopByHop(h)
+			return
+		}
+	}
+	h.ResetConnectionClose()
 }
 
 func inList(names [][]byte, k []byte) bool {

@@ -25,7 +25,7 @@ const (
 
 func rule(k []byte, response bool) change {
 	switch {
-	case hop(k):
+	case grpcwire.HopByHop(k):
 		return drop
 	case response && (eqFold(k, "server") || eqFold(k, "date")):
 		return drop
@@ -39,12 +39,6 @@ func rule(k []byte, response bool) change {
 		return drop // an app's header that the caller would take for the link's
 	}
 	return keep
-}
-
-// hop reports the headers that never cross a hop. Host, Content-Type and
-// Content-Length are fasthttp's own fields here, not headers to drop.
-func hop(k []byte) bool {
-	return grpcwire.HopHeader(k) && !eqFold(k, "host") && !eqFold(k, "content-type") && !eqFold(k, "content-length")
 }
 
 var eqFold = grpcwire.EqFold
@@ -86,38 +80,14 @@ var (
 	linkV    = []byte(Version)
 	linkK    = []byte(HeaderLink)
 	timeoutK = []byte(HeaderTimeout)
-	closeV   = []byte("close")
-	keepV    = []byte("keep-alive")
-	splitSep = []byte(",")
 )
-
-// dropConnectionListed deletes the headers a Connection header names.
-func dropConnectionListed(h interface {
-	Peek(string) []byte
-	DelBytes([]byte)
-}) {
-	conn := h.Peek("Connection")
-	if len(conn) == 0 || bytes.EqualFold(conn, closeV) || bytes.EqualFold(conn, keepV) {
-		return
-	}
-	for _, name := range bytes.Split(append([]byte(nil), conn...), splitSep) {
-		h.DelBytes(bytes.TrimSpace(name))
-	}
-}
 
 // PrepareRequest makes the caller's request headers ready for the link:
 // hop-by-hop headers out, the link marker in. Host is the client's to set.
 func PrepareRequest(h *fasthttp.RequestHeader) {
-	dropConnectionListed(h)
-	for _, k := range hopNames {
-		h.Del(k)
-	}
-	h.ResetConnectionClose()
+	grpcwire.DropHopByHop(h)
 	h.SetBytesKV(linkK, linkV)
 }
-
-var hopNames = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // IsLinkRequest reports whether h carries the link marker.
 func IsLinkRequest(h *fasthttp.RequestHeader) bool {
@@ -141,7 +111,7 @@ func CleanRequest(h *fasthttp.RequestHeader) {
 // CleanResponse applies the rules to the app's response before the callee
 // sends it back, and marks it as the link's.
 func CleanResponse(h *fasthttp.ResponseHeader) {
-	dropConnectionListed(h)
+	grpcwire.DropConnectionListed(h)
 	var todo []edit
 	for k, v := range h.All() {
 		todo = note(todo, k, v, true)
