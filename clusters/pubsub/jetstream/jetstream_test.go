@@ -25,39 +25,6 @@ func newBroker(t testing.TB, url string, extra map[string]string) *Broker {
 	return pubsubtest.NewBroker(t, Type, md).(*Broker)
 }
 
-type collector struct {
-	mu       sync.Mutex
-	seen     map[string]int
-	attempts map[string]int
-	msgs     []*pubsub.Message
-	n        atomic.Int64
-	fail     func(m *pubsub.Message) error
-}
-
-func (c *collector) deliver(_ context.Context, m *pubsub.Message) error {
-	if c.fail != nil {
-		if err := c.fail(m); err != nil {
-			return err
-		}
-	}
-	c.mu.Lock()
-	if c.seen == nil {
-		c.seen, c.attempts = map[string]int{}, map[string]int{}
-	}
-	c.seen[string(m.Data)]++
-	c.attempts[string(m.Data)] = m.Attempt
-	c.msgs = append(c.msgs, m)
-	c.mu.Unlock()
-	c.n.Add(1)
-	return nil
-}
-
-func (c *collector) distinct() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
-
 func publishN(t testing.TB, b pubsub.Broker, topic, prefix string, n int) {
 	t.Helper()
 	for i := range n {
@@ -69,16 +36,6 @@ func publishN(t testing.TB, b pubsub.Broker, topic, prefix string, n int) {
 			t.Fatal("publish did not set the sequence")
 		}
 	}
-}
-
-func subscribe(t testing.TB, b *Broker, topic, group string, c *collector) func() {
-	t.Helper()
-	stop, err := b.Subscribe(context.Background(), pubsub.Subscription{Topic: topic, Group: group}, c.deliver)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return stop
 }
 
 func TestValidateMetadata(t *testing.T) {
@@ -154,10 +111,10 @@ func TestPublishSubscribe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			topic := fmt.Sprintf("orders.t%d", i)
 			b := newBroker(t, url, tc.extra)
-			cols := make([]*collector, len(tc.groups))
+			cols := make([]*pubsubtest.Collector, len(tc.groups))
 			for j, g := range tc.groups {
-				cols[j] = &collector{}
-				subscribe(t, b, topic, g, cols[j])
+				cols[j] = &pubsubtest.Collector{}
+				pubsubtest.Subscribe(t, b, topic, g, cols[j])
 			}
 			publishN(t, b, topic, "m", tc.n)
 			for g, want := range tc.want {
@@ -167,11 +124,11 @@ func TestPublishSubscribe(t *testing.T) {
 						if gg != g {
 							continue
 						}
-						cols[j].mu.Lock()
-						for k := range cols[j].seen {
+						cols[j].Mu.Lock()
+						for k := range cols[j].Seen {
 							seen[k] = true
 						}
-						cols[j].mu.Unlock()
+						cols[j].Mu.Unlock()
 					}
 					return len(seen)
 				}
@@ -179,15 +136,15 @@ func TestPublishSubscribe(t *testing.T) {
 			}
 			total := int64(0)
 			for _, c := range cols {
-				total += c.n.Load()
-				c.mu.Lock()
-				for _, m := range c.msgs {
+				total += c.N.Load()
+				c.Mu.Lock()
+				for _, m := range c.Msgs {
 					if m.ContentType != "text/plain" || m.Metadata["k"] != "v" || m.Attempt != 1 || m.Topic != topic || m.ID == "" {
 						t.Errorf("delivered %+v", m)
 						break
 					}
 				}
-				c.mu.Unlock()
+				c.Mu.Unlock()
 			}
 			wantTotal := 0
 			for _, w := range tc.want {
@@ -239,22 +196,22 @@ func TestNakRedelivers(t *testing.T) {
 			topic := fmt.Sprint("nak", i)
 			b := newBroker(t, url, nil)
 			var calls atomic.Int64
-			c := &collector{fail: func(m *pubsub.Message) error {
+			c := &pubsubtest.Collector{Fail: func(m *pubsub.Message) error {
 				if calls.Add(1) <= tc.fails {
 					return tc.failWith
 				}
 				return nil
 			}}
-			subscribe(t, b, topic, "g", c)
+			pubsubtest.Subscribe(t, b, topic, "g", c)
 			publishN(t, b, topic, "m", 1)
 			pubsubtest.WaitFor(t, 10*time.Second, "calls", func() bool { return calls.Load() >= tc.wantCalls })
 			if tc.delivered {
-				pubsubtest.WaitFor(t, 5*time.Second, "delivery", func() bool { return c.n.Load() == 1 })
-				c.mu.Lock()
-				if c.attempts["m0"] != int(tc.wantCalls) {
-					t.Errorf("attempt %d, want %d", c.attempts["m0"], tc.wantCalls)
+				pubsubtest.WaitFor(t, 5*time.Second, "delivery", func() bool { return c.N.Load() == 1 })
+				c.Mu.Lock()
+				if c.Attempts["m0"] != int(tc.wantCalls) {
+					t.Errorf("attempt %d, want %d", c.Attempts["m0"], tc.wantCalls)
 				}
-				c.mu.Unlock()
+				c.Mu.Unlock()
 			}
 			// Nothing is left pending on the consumer.
 			pubsubtest.WaitFor(t, 5*time.Second, "consumer settled", func() bool {
@@ -277,7 +234,7 @@ func TestRestartKeepsUnacked(t *testing.T) {
 	b := newBroker(t, url, nil)
 	// A subscriber that fails everything: messages are delivered, never acked.
 	var calls atomic.Int64
-	stop := subscribe(t, b, "keep", "g", &collector{fail: func(*pubsub.Message) error { calls.Add(1); return errors.New("down") }})
+	stop := pubsubtest.Subscribe(t, b, "keep", "g", &pubsubtest.Collector{Fail: func(*pubsub.Message) error { calls.Add(1); return errors.New("down") }})
 	publishN(t, b, "keep", "a", 20)
 	pubsubtest.WaitFor(t, 10*time.Second, "first attempts", func() bool { return calls.Load() >= 20 })
 	stop()
@@ -286,34 +243,34 @@ func TestRestartKeepsUnacked(t *testing.T) {
 	restart()
 
 	b2 := newBroker(t, url, nil)
-	c := &collector{}
-	subscribe(t, b2, "keep", "g", c)
-	pubsubtest.WaitFor(t, 20*time.Second, "40 deliveries after the restart", func() bool { return c.distinct() == 40 })
+	c := &pubsubtest.Collector{}
+	pubsubtest.Subscribe(t, b2, "keep", "g", c)
+	pubsubtest.WaitFor(t, 20*time.Second, "40 deliveries after the restart", func() bool { return c.Distinct() == 40 })
 
 	// The first broker reconnected and publishes again.
 	pubsubtest.WaitFor(t, 10*time.Second, "publish after restart", func() bool {
 		return b.Publish(context.Background(), "keep", &pubsub.Message{Data: []byte("after")}) == nil
 	})
-	pubsubtest.WaitFor(t, 10*time.Second, "delivery after restart", func() bool { return c.distinct() == 41 })
+	pubsubtest.WaitFor(t, 10*time.Second, "delivery after restart", func() bool { return c.Distinct() == 41 })
 }
 
 func TestDurableSurvivesSubscriberRestart(t *testing.T) {
 	url, _, _ := pubsubtest.StartNATS(t)
 	b := newBroker(t, url, nil)
-	c1 := &collector{}
-	stop := subscribe(t, b, "dur", "g", c1)
+	c1 := &pubsubtest.Collector{}
+	stop := pubsubtest.Subscribe(t, b, "dur", "g", c1)
 	publishN(t, b, "dur", "first", 10)
-	pubsubtest.WaitFor(t, 10*time.Second, "first batch", func() bool { return c1.distinct() == 10 })
+	pubsubtest.WaitFor(t, 10*time.Second, "first batch", func() bool { return c1.Distinct() == 10 })
 	stop()
 	publishN(t, b, "dur", "second", 10)
 
 	b2 := newBroker(t, url, nil) // another process of the same app
-	c2 := &collector{}
-	subscribe(t, b2, "dur", "g", c2)
-	pubsubtest.WaitFor(t, 10*time.Second, "second batch", func() bool { return c2.distinct() == 10 })
-	c2.mu.Lock()
-	defer c2.mu.Unlock()
-	for k := range c2.seen {
+	c2 := &pubsubtest.Collector{}
+	pubsubtest.Subscribe(t, b2, "dur", "g", c2)
+	pubsubtest.WaitFor(t, 10*time.Second, "second batch", func() bool { return c2.Distinct() == 10 })
+	c2.Mu.Lock()
+	defer c2.Mu.Unlock()
+	for k := range c2.Seen {
 		if !strings.HasPrefix(k, "second") {
 			t.Errorf("the durable consumer delivered %s again", k)
 		}

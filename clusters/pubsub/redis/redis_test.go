@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,37 +27,6 @@ func newBroker(t testing.TB, addr string, extra map[string]string) *Broker {
 	return pubsubtest.NewBroker(t, Type, md).(*Broker)
 }
 
-type collector struct {
-	mu       sync.Mutex
-	seen     map[string]int
-	attempts map[string]int
-	n        atomic.Int64
-	fail     func(m *pubsub.Message) error // optional
-}
-
-func (c *collector) deliver(_ context.Context, m *pubsub.Message) error {
-	if c.fail != nil {
-		if err := c.fail(m); err != nil {
-			return err
-		}
-	}
-	c.mu.Lock()
-	if c.seen == nil {
-		c.seen, c.attempts = map[string]int{}, map[string]int{}
-	}
-	c.seen[string(m.Data)]++
-	c.attempts[string(m.Data)] = m.Attempt
-	c.mu.Unlock()
-	c.n.Add(1)
-	return nil
-}
-
-func (c *collector) distinct() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
-
 func publishN(t testing.TB, b pubsub.Broker, topic string, n int) {
 	t.Helper()
 	for i := range n {
@@ -70,16 +38,6 @@ func publishN(t testing.TB, b pubsub.Broker, topic string, n int) {
 			t.Fatal("publish did not set the entry id")
 		}
 	}
-}
-
-func subscribe(t testing.TB, b *Broker, topic, group string, c *collector) func() {
-	t.Helper()
-	stop, err := b.Subscribe(context.Background(), pubsub.Subscription{Topic: topic, Group: group}, c.deliver)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return stop
 }
 
 func TestValidateMetadata(t *testing.T) {
@@ -140,26 +98,26 @@ func TestPublishSubscribe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			topic := fmt.Sprint("topic-", i)
 			b := newBroker(t, addr, tc.extra)
-			cols := map[string]*collector{}
+			cols := map[string]*pubsubtest.Collector{}
 			for _, g := range tc.groups {
-				cols[g] = &collector{}
-				subscribe(t, b, topic, g, cols[g])
+				cols[g] = &pubsubtest.Collector{}
+				pubsubtest.Subscribe(t, b, topic, g, cols[g])
 			}
 			publishN(t, b, topic, tc.n)
 			for g, c := range cols {
-				pubsubtest.WaitFor(t, 10*time.Second, "group "+g+" deliveries", func() bool { return c.distinct() == tc.n })
+				pubsubtest.WaitFor(t, 10*time.Second, "group "+g+" deliveries", func() bool { return c.Distinct() == tc.n })
 			}
 			for g, c := range cols {
-				c.mu.Lock()
-				for k, v := range c.seen {
+				c.Mu.Lock()
+				for k, v := range c.Seen {
 					if v != 1 {
 						t.Errorf("group %s got %s %d times", g, k, v)
 					}
-					if c.attempts[k] != 1 {
-						t.Errorf("group %s: %s attempt %d, want 1", g, k, c.attempts[k])
+					if c.Attempts[k] != 1 {
+						t.Errorf("group %s: %s attempt %d, want 1", g, k, c.Attempts[k])
 					}
 				}
-				c.mu.Unlock()
+				c.Mu.Unlock()
 			}
 			// Every entry is acknowledged (the last acks may still be on
 			// their way when the last delivery is seen).
@@ -238,13 +196,13 @@ func TestFailedDeliveryIsRedelivered(t *testing.T) {
 			topic := fmt.Sprint("retry-", i)
 			b := newBroker(t, addr, nil)
 			var calls atomic.Int64
-			c := &collector{fail: func(m *pubsub.Message) error {
+			c := &pubsubtest.Collector{Fail: func(m *pubsub.Message) error {
 				if calls.Add(1) <= int64(tc.fails) {
 					return tc.failWith
 				}
 				return nil
 			}}
-			subscribe(t, b, topic, "g", c)
+			pubsubtest.Subscribe(t, b, topic, "g", c)
 			publishN(t, b, topic, 1)
 			if tc.wantAttempts == 0 {
 				// Dropped: acknowledged, never delivered again.
@@ -258,10 +216,10 @@ func TestFailedDeliveryIsRedelivered(t *testing.T) {
 				}
 				return
 			}
-			pubsubtest.WaitFor(t, 10*time.Second, "successful redelivery", func() bool { return c.n.Load() == 1 })
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if got := c.attempts["m0"]; got != tc.wantAttempts {
+			pubsubtest.WaitFor(t, 10*time.Second, "successful redelivery", func() bool { return c.N.Load() == 1 })
+			c.Mu.Lock()
+			defer c.Mu.Unlock()
+			if got := c.Attempts["m0"]; got != tc.wantAttempts {
 				t.Errorf("attempt = %d, want %d", got, tc.wantAttempts)
 			}
 			if calls.Load() != int64(tc.wantAttempts) {
@@ -292,16 +250,16 @@ func TestDeadConsumerEntriesAreReclaimed(t *testing.T) {
 
 	// A second process of the same group gets them after processingTimeout.
 	other := newBroker(t, addr, nil)
-	c := &collector{}
-	subscribe(t, other, "work", "g", c)
-	pubsubtest.WaitFor(t, 10*time.Second, "reclaimed deliveries", func() bool { return c.distinct() == 5 })
-	c.mu.Lock()
-	for k, a := range c.attempts {
+	c := &pubsubtest.Collector{}
+	pubsubtest.Subscribe(t, other, "work", "g", c)
+	pubsubtest.WaitFor(t, 10*time.Second, "reclaimed deliveries", func() bool { return c.Distinct() == 5 })
+	c.Mu.Lock()
+	for k, a := range c.Attempts {
 		if a < 2 {
 			t.Errorf("%s attempt %d, want >= 2", k, a)
 		}
 	}
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	pubsubtest.WaitFor(t, 5*time.Second, "acknowledged", func() bool {
 		p, err := other.Client().XPending(context.Background(), "work", "g").Result()
 		return err == nil && p.Count == 0
@@ -312,20 +270,20 @@ func TestRestartLosesNothing(t *testing.T) {
 	addr, restart, _ := pubsubtest.StartRedis(t)
 	b := newBroker(t, addr, nil)
 	// The group exists before the restart, so the entries are for it.
-	c := &collector{}
-	stop := subscribe(t, b, "durable", "g", c)
+	c := &pubsubtest.Collector{}
+	stop := pubsubtest.Subscribe(t, b, "durable", "g", c)
 	stop()
 	publishN(t, b, "durable", 100)
 	restart()
 	b2 := newBroker(t, addr, nil)
-	subscribe(t, b2, "durable", "g", c)
-	pubsubtest.WaitFor(t, 10*time.Second, "100 deliveries after restart", func() bool { return c.distinct() == 100 })
+	pubsubtest.Subscribe(t, b2, "durable", "g", c)
+	pubsubtest.WaitFor(t, 10*time.Second, "100 deliveries after restart", func() bool { return c.Distinct() == 100 })
 
 	// The first broker reconnects by itself.
 	if err := b.Publish(context.Background(), "durable", &pubsub.Message{Data: []byte("after")}); err != nil {
 		t.Fatalf("publish after restart: %v", err)
 	}
-	pubsubtest.WaitFor(t, 10*time.Second, "delivery of a message published after the restart", func() bool { return c.distinct() == 101 })
+	pubsubtest.WaitFor(t, 10*time.Second, "delivery of a message published after the restart", func() bool { return c.Distinct() == 101 })
 }
 
 func TestStopWaitsForInFlight(t *testing.T) {
