@@ -9,9 +9,6 @@ import (
 func TestPathRoundTrip(t *testing.T) {
 	for _, m := range []string{"orders/new", "/lead", "a b?c#d%e", "ü/é\x00\x7f", "", "x/%2F/y", `q"<>\^{|}` + "`"} {
 		p := AppendPath(nil, []byte(m))
-		var u fasthttp.URI
-		u.DisablePathNormalizing = true
-		u.SetPathBytes(p)
 		for _, c := range p {
 			if c <= ' ' || c >= 0x7f || c == '?' || c == '#' {
 				t.Fatalf("%q: path %q has %q", m, p, c)
