@@ -24,7 +24,7 @@ trap cleanup EXIT
 BASE=${SY_PORT_BASE:-21000}
 APP=$((BASE)) B_HTTP=$((BASE + 10)) B_INT=$((BASE + 12)) A_HTTP=$((BASE + 20))
 cd "$ROOT"
-CGO_ENABLED=0 go build -trimpath -o "$WORK/switchyard" ./cmd/switchyard
+CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/switchyard" ./cmd/switchyard
 go build -o "$WORK/echoapp" ./bench/echoapp
 go build -o "$WORK/fixedrate" ./bench/fixedrate
 cat >"$WORK/a.yaml" <<YAML

@@ -240,7 +240,7 @@ build_switchyard() {
 	need go
 	[[ -d $REPO_ROOT/cmd/switchyard ]] || die "no cmd/switchyard in $REPO_ROOT yet (use --proxy-cmd to try the harness with a stand-in)"
 	log "building switchyard -> $WORK/bin/switchyard"
-	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$WORK/bin/switchyard" ./cmd/switchyard) ||
+	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/bin/switchyard" ./cmd/switchyard) ||
 		die "switchyard build failed (go build ./cmd/switchyard)"
 	SY_BIN=$WORK/bin/switchyard
 }

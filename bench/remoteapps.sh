@@ -22,7 +22,7 @@ trap cleanup EXIT
 BASE=${SY_PORT_BASE:-22000}
 APP=$BASE B_INT=$((BASE + 12)) A_HTTP=$((BASE + 20)) A_ADMIN=$((BASE + 24))
 cd "$ROOT"
-CGO_ENABLED=0 go build -trimpath -o "$WORK/switchyard" ./cmd/switchyard
+CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/switchyard" ./cmd/switchyard
 go build -o "$WORK/echoapp" ./bench/echoapp
 {
 	echo "name_resolution:"
