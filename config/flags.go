@@ -94,6 +94,12 @@ var settings = []setting{
 			c.InternalHTTP = &b
 			return err
 		}},
+	{key: "grpc_frame_proxy", flag: "grpc-frame-proxy", def: true, usage: "Forward gRPC proxying calls (dapr-app-id) for our own app frame by frame; false: through grpc-go's server and client",
+		set: func(c *Config, v any) (err error) {
+			b, err := asBool(v)
+			c.GRPCFrameProxy = &b
+			return err
+		}},
 	{key: "log_as_json", flag: "log-as-json", def: false, usage: "Write logs as JSON",
 		set: func(c *Config, v any) (err error) { c.LogAsJSON, err = asBool(v); return }},
 	{key: "dapr_http_max_request_size", flag: "dapr-http-max-request-size", def: 4, usage: "Max size of a request body, in MB",

@@ -68,6 +68,10 @@ type Config struct {
 	// InternalHTTP lets sidecar-to-sidecar invocations between switchyard
 	// sidecars use HTTP/1.1 on the internal port instead of gRPC (nil: on).
 	InternalHTTP *bool `json:"internal_http"`
+	// GRPCFrameProxy lets the gRPC API listener forward proxied calls
+	// (dapr-app-id) to the app frame by frame instead of through grpc-go's
+	// server and client (nil: on).
+	GRPCFrameProxy *bool `json:"grpc_frame_proxy"`
 
 	// Envoy-style model.
 	Listeners      []Listener     `json:"listeners"`
@@ -220,3 +224,7 @@ type ACLOperation struct {
 // InternalHTTPOn reports whether invocations between switchyard sidecars may
 // use HTTP/1.1 on the internal port (the default).
 func (c *Config) InternalHTTPOn() bool { return c.InternalHTTP == nil || *c.InternalHTTP }
+
+// GRPCFrameProxyOn reports whether gRPC proxying to our own app forwards
+// HTTP/2 frames (the default) instead of messages through grpc-go.
+func (c *Config) GRPCFrameProxyOn() bool { return c.GRPCFrameProxy == nil || *c.GRPCFrameProxy }

@@ -20,6 +20,7 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,6 +34,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/h2proxy"
 )
 
 func init() { clusters.RegisterKind(kind{}) }
@@ -71,6 +73,9 @@ type conn struct {
 	once sync.Once
 	cc   *grpc.ClientConn
 	err  error
+
+	frameOnce sync.Once
+	frames    *h2proxy.Pool // HTTP/2 connection for bridged calls
 }
 
 var _ clusters.Cluster = (*Cluster)(nil)
@@ -103,15 +108,25 @@ func (c *Cluster) Close() error {
 		if cn.cc != nil {
 			_ = cn.cc.Close()
 		}
+		cn.frameOnce.Do(func() {})
+		if cn.frames != nil {
+			cn.frames.Close()
+		}
 	}
 	return nil
 }
 
-func (c *Cluster) conn() (*grpc.ClientConn, error) {
-	cn := c.conns[0]
-	if len(c.conns) > 1 {
-		cn = c.conns[c.rr.Add(1)%uint32(len(c.conns))]
+// pick chooses an endpoint round robin.
+func (c *Cluster) pick() *conn {
+	if len(c.conns) == 1 {
+		return c.conns[0]
 	}
+	return c.conns[c.rr.Add(1)%uint32(len(c.conns))]
+}
+
+func (c *Cluster) conn() (*grpc.ClientConn, error) { return c.pick().client() }
+
+func (cn *conn) client() (*grpc.ClientConn, error) {
 	cn.once.Do(func() {
 		cn.cc, cn.err = grpc.NewClient("passthrough:///"+cn.addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -139,7 +154,13 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 			}
 		}
 	}
-	cc, err := c.conn()
+	cn := c.pick()
+	if ex.Stream != nil {
+		if st, ok := ex.Stream.Native().(*h2proxy.Stream); ok {
+			return c.bridge(ctx, cn, st)
+		}
+	}
+	cc, err := cn.client()
 	if err != nil {
 		return c.fail(ex, codes.Internal, err)
 	}
@@ -340,6 +361,32 @@ func (c *Cluster) deliver(ctx context.Context, cc *grpc.ClientConn, ex *filters.
 		r.SetBodyRaw(bodySuccess)
 	}
 	return nil
+}
+
+// bridge forwards a proxied call's HTTP/2 frames to the app's gRPC server
+// (the gRPC API listener's frame mode). The app gets the caller's header
+// fields as they came, with its own :authority and the app API token in
+// place of the caller's Dapr API token; grpc-timeout crosses unchanged.
+func (c *Cluster) bridge(ctx context.Context, cn *conn, st *h2proxy.Stream) error {
+	cn.frameOnce.Do(func() { cn.frames = h2proxy.NewPool(cn.addr, nil) })
+	if cn.frames == nil {
+		return fmt.Errorf("grpcapp: %s: closed", c.opts.Name)
+	}
+	in := st.Fields()
+	fields := make([]hpack.HeaderField, 0, len(in)+1)
+	for _, f := range in {
+		switch f.Name {
+		case ":authority":
+			f.Value = cn.addr
+		case "dapr-api-token":
+			continue
+		}
+		fields = append(fields, f)
+	}
+	if c.opts.AppAPIToken != "" {
+		fields = append(fields, hpack.HeaderField{Name: "dapr-api-token", Value: c.opts.AppAPIToken, Sensitive: true})
+	}
+	return st.Bridge(ctx, cn.frames, fields)
 }
 
 // proxy opens the same method on the app's gRPC server and pumps frames.

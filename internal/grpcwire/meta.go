@@ -373,3 +373,21 @@ func MDToMeta(md metadata.MD, m MetaMap) {
 		}
 	}
 }
+
+// FieldToHeader adds one HTTP/2 header field of a gRPC call to HTTP
+// request headers as IncomingToHeaders maps metadata: pseudo and reserved
+// fields are left out, and a binary ("-bin") value, unpadded base64 on the
+// wire, becomes padded base64.
+func FieldToHeader(name, value string, h *fasthttp.RequestHeader) {
+	if skipRequestMetadata(name) {
+		return
+	}
+	if strings.HasSuffix(name, binSuffix) {
+		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(value, "="))
+		if err != nil {
+			return
+		}
+		value = base64.StdEncoding.EncodeToString(b)
+	}
+	h.Add(name, value)
+}

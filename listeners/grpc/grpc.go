@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -55,6 +54,8 @@ type Listener struct {
 	srv   *grpc.Server
 	lns   []net.Listener
 	wg    sync.WaitGroup
+
+	frames *frames // nil in grpc-go mode (grpc_frame_proxy false)
 }
 
 var (
@@ -101,6 +102,11 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 		return nil, err
 	}
 	l.lns = lns
+	if cfg.GRPCFrameProxyOn() {
+		l.startFrames(cfg.AppID)
+		log.Info("gRPC API listening", zap.Stringers("addresses", listeners.AddrsOf(lns)), zap.Bool("frame_proxy", true))
+		return l, nil
+	}
 	for _, ln := range lns {
 		l.wg.Add(1)
 		go func() {
@@ -119,6 +125,9 @@ func (l *Listener) Addrs() []net.Addr { return listeners.AddrsOf(l.lns) }
 
 // Close stops accepting and waits for in-flight calls until ctx ends.
 func (l *Listener) Close(ctx context.Context) error {
+	if l.frames != nil {
+		l.frames.close(ctx)
+	}
 	done := make(chan struct{})
 	go func() {
 		l.srv.GracefulStop()
@@ -144,12 +153,11 @@ func (l *Listener) exchangeMD(ctx context.Context, md metadata.MD) *filters.Exch
 	ex := filters.AcquireExchange(true)
 	ex.Protocol = filters.ProtocolGRPC
 	ex.Listener = l.name
+	ip := callerIP(ctx, md)
 	if md != nil {
 		grpcwire.IncomingToHeaders(md, &ex.Req.Header)
 	}
-	if p, ok := peer.FromContext(ctx); ok {
-		ex.SetRemoteAddr(grpcwire.PeerAddr(p))
-	}
+	ex.SetRemoteAddr(ip)
 	return ex
 }
 

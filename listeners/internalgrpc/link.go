@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
+	"github.com/switchyard-proxy/switchyard/listeners"
 )
 
 // The internal port also speaks HTTP/1.1 to switchyard peers (the link,
@@ -38,51 +39,26 @@ var h2Preface = []byte("PRI ")
 
 // mux splits one bound listener into a gRPC and an HTTP/1.1 listener.
 type mux struct {
-	ln    net.Listener
-	grpc  *chanListener
-	http  *chanListener
-	log   *zap.Logger
-	wg    sync.WaitGroup
-	close sync.Once
+	ln   net.Listener
+	grpc *listeners.ChanListener
+	http *listeners.ChanListener
+	log  *zap.Logger
+	wg   sync.WaitGroup
 }
 
 func newMux(ln net.Listener, log *zap.Logger) *mux {
-	done := make(chan struct{})
 	m := &mux{ln: ln, log: log,
-		grpc: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done},
-		http: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done}}
-	m.grpc.closeAll = m.Close
-	m.http.closeAll = m.Close
+		grpc: listeners.NewChanListener(ln.Addr()), http: listeners.NewChanListener(ln.Addr())}
+	// Closing either side closes both and the port.
+	m.grpc.OnClose = func() { _ = m.ln.Close(); _ = m.http.Close() }
+	m.http.OnClose = func() { _ = m.ln.Close(); _ = m.grpc.Close() }
 	m.wg.Add(1)
-	go m.accept()
+	go func() {
+		defer m.wg.Done()
+		_ = listeners.AcceptLoop(m.ln, m.grpc.Done(), func(c net.Conn) { go m.sort(c) })
+		_ = m.Close()
+	}()
 	return m
-}
-
-func (m *mux) accept() {
-	defer m.wg.Done()
-	var wait time.Duration
-	for {
-		c, err := m.ln.Accept()
-		if err != nil {
-			// Out of file descriptors (EMFILE) and the like pass: wait
-			// and go on, backing off as grpc-go's and fasthttp's Serve do.
-			var te interface{ Temporary() bool }
-			var ne net.Error
-			if (errors.As(err, &te) && te.Temporary()) || (errors.As(err, &ne) && ne.Timeout()) {
-				wait = min(max(2*wait, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(wait):
-				case <-m.grpc.done:
-					return
-				}
-				continue
-			}
-			m.Close()
-			return
-		}
-		wait = 0
-		go m.sort(c)
-	}
 }
 
 // sort reads a connection's first four bytes and hands it on.
@@ -95,61 +71,16 @@ func (m *mux) sort(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	pc := &prefixConn{Conn: c, head: head[:n]}
+	pc := &listeners.PrefixConn{Conn: c, Head: head[:n]}
 	to := m.http
 	if bytes.Equal(head[:n], h2Preface) {
 		to = m.grpc
 	}
-	select {
-	case to.conns <- pc:
-	case <-to.done:
-		_ = c.Close()
-	}
+	to.Push(pc)
 }
 
 // Close stops accepting; connections already handed on are the servers'.
-func (m *mux) Close() error {
-	m.close.Do(func() {
-		close(m.grpc.done)
-		_ = m.ln.Close()
-	})
-	return nil
-}
-
-// chanListener is a net.Listener fed by a mux.
-type chanListener struct {
-	addr     net.Addr
-	conns    chan net.Conn
-	done     chan struct{}
-	closeAll func() error
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error   { return l.closeAll() }
-func (l *chanListener) Addr() net.Addr { return l.addr }
-
-// prefixConn gives back the bytes the mux read before the rest.
-type prefixConn struct {
-	net.Conn
-	head []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.head) > 0 {
-		n := copy(p, c.head)
-		c.head = c.head[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
+func (m *mux) Close() error { return m.grpc.Close() }
 
 // newLinkServer is the fasthttp server of the link. Header names are
 // normalized as on the HTTP API listener, so that the chain and the app

@@ -21,6 +21,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/listeners"
 )
 
 // The peer link: a sidecar cluster that talks to this listener learns from
@@ -492,7 +493,7 @@ func TestPrefixConn(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	pc := &prefixConn{Conn: b, head: []byte("PRI ")}
+	pc := &listeners.PrefixConn{Conn: b, Head: []byte("PRI ")}
 	go func() { _, _ = a.Write([]byte("* HTTP/2.0")) }()
 	buf := make([]byte, 2)
 	var got []byte

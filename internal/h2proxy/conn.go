@@ -1,0 +1,544 @@
+// Package h2proxy forwards gRPC calls frame by frame between HTTP/2
+// connections: a stream accepted on a downstream connection is bridged to a
+// stream opened on an upstream connection, and DATA, HEADERS (response
+// headers and trailers) and RST_STREAM frames cross as they arrive, with
+// flow control on each connection of its own. No message is decoded and no
+// goroutine runs per stream besides the one that decides where the stream
+// goes; each connection has one reader goroutine, and writes are buffered
+// and flushed when the reader that caused them has no whole frame left to
+// read, so a burst of calls costs one write per burst.
+//
+// The gRPC proxying listener uses it for calls carrying dapr-app-id: the
+// chain decides the route and the app cluster bridges the stream to the
+// app's own gRPC server, which is what grpc-go's stream-by-stream proxy did
+// with a message-level copy and two transports' bookkeeping per call.
+package h2proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const (
+	// window is the flow-control window this end grants to each stream and
+	// to each connection. Callers and apps are local, so 1 MiB covers the
+	// round trip.
+	window = 1 << 20
+	// creditAt is how much received data is credited back at once.
+	creditAt = window / 4
+	// defaultWindow is HTTP/2's initial window until the peer's SETTINGS.
+	defaultWindow = 65535
+	// maxFrame is the largest DATA frame this end sends (HTTP/2's default
+	// and minimum SETTINGS_MAX_FRAME_SIZE, so every peer accepts it).
+	maxFrame = 16384
+	// maxHeaderList bounds a decoded header block.
+	maxHeaderList = 1 << 20
+	bufSize       = 32 << 10
+)
+
+// ErrClosed is returned for a stream whose connection closed.
+var ErrClosed = errors.New("h2proxy: connection closed")
+
+// Conn is one HTTP/2 connection, accepted (server) or dialed (client).
+type Conn struct {
+	nc     net.Conn
+	server bool
+	br     *bufio.Reader
+	rf     *http2.Framer // read side: the reader goroutine only
+
+	wmu         sync.Mutex
+	bw          *bufio.Writer
+	wf          *http2.Framer // write side, under wmu
+	henc        *hpack.Encoder
+	hbuf        bytes.Buffer
+	sendWin     int64 // the peer's connection window for our DATA
+	peerInitWin int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	blocked     []*stream
+	werr        error
+	nextID      uint32 // client: the next stream id to open
+
+	recvUnacked int64 // reader: connection-level data not yet credited
+
+	mu       sync.Mutex
+	streams  map[uint32]*stream
+	lastPeer uint32 // server: the highest stream id the peer opened
+	goAway   bool   // no new streams
+	closed   bool
+	closeErr error
+	done     chan struct{}
+
+	dirty []*Conn // reader: connections written to and not yet flushed
+	// flushReq wakes the flusher, which flushes what goroutines other than
+	// a reader wrote (calls being opened, answers of the chain): the calls
+	// that start together leave in one write.
+	flushReq chan struct{}
+
+	// server side
+	onStream func(*Stream)
+	ctx      context.Context
+	idle     chan struct{} // closed when draining and the last stream ends
+	idleOnce sync.Once
+	open     atomic.Int32
+}
+
+func newConn(nc net.Conn, server bool) *Conn {
+	c := &Conn{
+		nc:          nc,
+		server:      server,
+		br:          bufio.NewReaderSize(nc, bufSize),
+		bw:          bufio.NewWriterSize(nc, bufSize),
+		sendWin:     defaultWindow,
+		peerInitWin: defaultWindow,
+		streams:     make(map[uint32]*stream),
+		nextID:      1,
+		done:        make(chan struct{}),
+		idle:        make(chan struct{}),
+		flushReq:    make(chan struct{}, 1),
+	}
+	c.rf = http2.NewFramer(nil, c.br)
+	c.rf.SetReuseFrames()
+	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.rf.MaxHeaderListSize = maxHeaderList
+	c.wf = http2.NewFramer(c.bw, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	return c
+}
+
+// settings writes this end's SETTINGS and opens the connection window.
+func (c *Conn) settings() error {
+	s := []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: window}}
+	if !c.server {
+		s = append(s, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	}
+	if err := c.wf.WriteSettings(s...); err != nil {
+		return err
+	}
+	return c.wf.WriteWindowUpdate(0, window-defaultWindow)
+}
+
+// Done is closed when the connection is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// usable reports whether new streams may be opened.
+func (c *Conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && !c.goAway
+}
+
+// Close closes the connection and ends its streams.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	return nil
+}
+
+// fail closes the connection once, resetting the peers of its streams.
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closeErr = err
+	ss := make([]*stream, 0, len(c.streams))
+	for _, s := range c.streams {
+		ss = append(ss, s)
+	}
+	clear(c.streams)
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	close(c.done)
+	for _, s := range ss {
+		s.connGone(err)
+	}
+}
+
+// scheduleFlush has the flusher flush c soon.
+func (c *Conn) scheduleFlush() {
+	select {
+	case c.flushReq <- struct{}{}:
+	default:
+	}
+}
+
+// flusher flushes on request until the connection closes.
+func (c *Conn) flusher() {
+	for {
+		select {
+		case <-c.flushReq:
+			// Yield once so that calls being opened on other goroutines
+			// join this write (what grpc-go's writer does too).
+			runtime.Gosched()
+			c.wmu.Lock()
+			c.flushLocked()
+			c.wmu.Unlock()
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// flushDirty flushes the connections this reader wrote to.
+func (c *Conn) flushDirty() {
+	for i, d := range c.dirty {
+		d.wmu.Lock()
+		d.flushLocked()
+		d.wmu.Unlock()
+		c.dirty[i] = nil
+	}
+	c.dirty = c.dirty[:0]
+}
+
+// markDirty records that the reader of c wrote to d without flushing.
+func (c *Conn) markDirty(d *Conn) {
+	for _, x := range c.dirty {
+		if x == d {
+			return
+		}
+	}
+	c.dirty = append(c.dirty, d)
+}
+
+func (c *Conn) flushLocked() {
+	if c.werr == nil && c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			c.werr = err
+			go c.fail(fmt.Errorf("h2proxy: write: %w", err))
+		}
+	}
+}
+
+// writeErr records a write error (under wmu).
+func (c *Conn) writeErr(err error) {
+	if err != nil && c.werr == nil {
+		c.werr = err
+		go c.fail(fmt.Errorf("h2proxy: write: %w", err))
+	}
+}
+
+// writeHeadersLocked encodes fields and writes them as HEADERS and
+// CONTINUATION frames.
+func (c *Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, end bool) {
+	c.hbuf.Reset()
+	for _, f := range fields {
+		_ = c.henc.WriteField(f)
+	}
+	block := c.hbuf.Bytes()
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), maxFrame)
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = c.wf.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag,
+				EndStream: end, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			err = c.wf.WriteContinuation(id, len(block) == 0, frag)
+		}
+		c.writeErr(err)
+	}
+}
+
+// readLoop reads frames until the connection fails.
+func (c *Conn) readLoop() {
+	go c.flusher()
+	err := c.readFrames()
+	c.flushDirty()
+	c.fail(err)
+}
+
+func (c *Conn) readFrames() error {
+	for {
+		if !c.frameBuffered() {
+			c.flushDirty()
+		}
+		f, err := c.rf.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.resetStream(se.StreamID, se.Code)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.wmu.Lock()
+				_ = c.wf.WriteGoAway(0, http2.ErrCode(ce), nil)
+				c.flushLocked()
+				c.wmu.Unlock()
+			}
+			if errors.Is(err, io.EOF) {
+				return ErrClosed
+			}
+			return err
+		}
+		if err := c.handle(f); err != nil {
+			return err
+		}
+	}
+}
+
+// frameBuffered reports whether a whole frame is already buffered, so that
+// the next read does not wait for the socket.
+func (c *Conn) frameBuffered() bool {
+	n := c.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := c.br.Peek(9)
+	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
+}
+
+func (c *Conn) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		c.onData(f)
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.RSTStreamFrame:
+		if s := c.lookup(f.StreamID); s != nil {
+			s.onReset(f.ErrCode)
+		}
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.wmu.Lock()
+			c.writeErr(c.wf.WritePing(true, f.Data))
+			c.wmu.Unlock()
+			c.markDirty(c)
+		}
+	case *http2.GoAwayFrame:
+		c.onGoAway(f)
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil
+}
+
+func (c *Conn) lookup(id uint32) *stream {
+	c.mu.Lock()
+	s := c.streams[id]
+	c.mu.Unlock()
+	return s
+}
+
+func (c *Conn) onData(f *http2.DataFrame) {
+	n := int64(f.Header().Length)
+	c.recvUnacked += n
+	if c.recvUnacked >= creditAt {
+		c.wmu.Lock()
+		c.writeErr(c.wf.WriteWindowUpdate(0, uint32(c.recvUnacked)))
+		c.wmu.Unlock()
+		c.markDirty(c)
+		c.recvUnacked = 0
+	}
+	s := c.lookup(f.StreamID)
+	if s == nil {
+		return
+	}
+	s.onData(f.Data(), f.StreamEnded(), n)
+}
+
+func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if s := c.lookup(id); s != nil {
+		s.onHeaders(f.Fields, f.StreamEnded())
+		return nil
+	}
+	if !c.server {
+		return nil // a stream that already ended
+	}
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	s := c.newStream(id)
+	c.mu.Lock()
+	if id <= c.lastPeer || c.goAway || c.closed {
+		refuse := c.goAway && id > c.lastPeer
+		c.mu.Unlock()
+		if refuse {
+			c.resetStream(id, http2.ErrCodeRefusedStream)
+			return nil
+		}
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.lastPeer = id
+	c.streams[id] = s
+	c.mu.Unlock()
+	c.open.Add(1)
+	st := newServerStream(s, f.Fields, f.StreamEnded())
+	run(c.onStream, st)
+	return nil
+}
+
+// workers is how many goroutines run new calls' handlers and are reused
+// from one call to the next; a call that finds them all busy gets a
+// goroutine of its own. A reused goroutine keeps the stack the chain grew
+// (a fresh one per call spent a twentieth of the CPU growing stacks).
+const workers = 64
+
+type work struct {
+	fn func(*Stream)
+	st *Stream
+}
+
+var (
+	workCh     = make(chan work)
+	workerOnce sync.Once
+)
+
+func run(fn func(*Stream), st *Stream) {
+	workerOnce.Do(func() {
+		for range workers {
+			go func() {
+				for w := range workCh {
+					w.fn(w.st)
+				}
+			}()
+		}
+	})
+	select {
+	case workCh <- work{fn, st}:
+	default:
+		go fn(st)
+	}
+}
+
+// newStream builds a stream with the peer's initial window. Locks are
+// taken in the order wmu, then mu; never wmu while holding mu.
+func (c *Conn) newStream(id uint32) *stream {
+	c.wmu.Lock()
+	w := c.peerInitWin
+	c.wmu.Unlock()
+	return &stream{c: c, id: id, sendWin: w}
+}
+
+// resetStream writes RST_STREAM for id and drops the stream.
+func (c *Conn) resetStream(id uint32, code http2.ErrCode) {
+	if s := c.lookup(id); s != nil {
+		s.onReset(code)
+	}
+	c.wmu.Lock()
+	c.writeErr(c.wf.WriteRSTStream(id, code))
+	c.wmu.Unlock()
+	c.markDirty(c)
+}
+
+func (c *Conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if s.ID == http2.SettingInitialWindowSize {
+			if s.Val > 1<<31-1 {
+				return http2.ConnectionError(http2.ErrCodeFlowControl)
+			}
+			delta := int64(s.Val) - c.peerInitWin
+			c.peerInitWin = int64(s.Val)
+			c.mu.Lock()
+			for _, st := range c.streams {
+				st.sendWin += delta
+			}
+			c.mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.writeErr(c.wf.WriteSettingsAck())
+	c.drainLocked()
+	c.markDirty(c)
+	return nil
+}
+
+func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.wmu.Lock()
+	if f.StreamID == 0 {
+		c.sendWin += int64(f.Increment)
+		if c.sendWin > 1<<31-1 {
+			c.wmu.Unlock()
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	} else {
+		c.mu.Lock()
+		s := c.streams[f.StreamID]
+		c.mu.Unlock()
+		if s == nil {
+			c.wmu.Unlock()
+			return nil
+		}
+		s.sendWin += int64(f.Increment)
+	}
+	credits := c.drainLocked()
+	c.wmu.Unlock()
+	c.markDirty(c)
+	for _, cr := range credits {
+		cr.s.credit(cr.n, c)
+	}
+	return nil
+}
+
+func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
+	c.mu.Lock()
+	c.goAway = true
+	var gone []*stream
+	if !c.server {
+		// Streams the peer never saw may be retried elsewhere; here they
+		// fail as unavailable.
+		for id, s := range c.streams {
+			if id > f.LastStreamID {
+				gone = append(gone, s)
+				delete(c.streams, id)
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range gone {
+		s.connGone(errors.New("h2proxy: upstream going away"))
+	}
+}
+
+// credit is data of a stream that was forwarded and may be credited back
+// to the stream's sender.
+type credit struct {
+	s *stream
+	n int64
+}
+
+// drainLocked writes the queued frames that the windows now allow and
+// returns the credits they free (under wmu).
+func (c *Conn) drainLocked() []credit {
+	var credits []credit
+	kept := c.blocked[:0]
+	for _, s := range c.blocked {
+		credits = s.drainLocked(credits)
+		if len(s.q) > 0 {
+			kept = append(kept, s)
+		}
+	}
+	clear(c.blocked[len(kept):])
+	c.blocked = kept
+	return credits
+}
+
+// maxID is the largest stream id a client may use.
+const maxID = 1<<31 - 1

@@ -1,0 +1,320 @@
+package h2proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// app is a gRPC server of the interop TestService.
+type app struct {
+	testgrpc.UnimplementedTestServiceServer
+	sleep chan struct{} // UnaryCall with payload "sleep" waits for it or the deadline
+	seen  chan error    // the context error a sleeping call ended with
+}
+
+func (a *app) UnaryCall(ctx context.Context, in *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	_ = grpc.SetHeader(ctx, metadata.Pairs("x-echo", first(md["x-test"])))
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "t1", "x-bin-bin", "\x00\x01"))
+	if string(in.GetPayload().GetBody()) == "sleep" {
+		select {
+		case <-a.sleep:
+		case <-ctx.Done():
+			a.seen <- ctx.Err()
+			return nil, ctx.Err()
+		}
+	}
+	if s := in.GetResponseStatus(); s != nil && s.GetCode() != 0 {
+		return nil, status.Error(codes.Code(s.GetCode()), s.GetMessage())
+	}
+	return &testgrpc.SimpleResponse{Payload: in.GetPayload()}, nil
+}
+
+func (a *app) StreamingOutputCall(in *testgrpc.StreamingOutputCallRequest, ss testgrpc.TestService_StreamingOutputCallServer) error {
+	for _, p := range in.GetResponseParameters() {
+		body := bytes.Repeat([]byte{'x'}, int(p.GetSize()))
+		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: body}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *app) StreamingInputCall(ss testgrpc.TestService_StreamingInputCallServer) error {
+	total := 0
+	for {
+		m, err := ss.Recv()
+		if errors.Is(err, io.EOF) {
+			return ss.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+		}
+		if err != nil {
+			return err
+		}
+		total += len(m.GetPayload().GetBody())
+	}
+}
+
+func (a *app) FullDuplexCall(ss testgrpc.TestService_FullDuplexCallServer) error {
+	for {
+		m, err := ss.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: m.GetPayload()}); err != nil {
+			return err
+		}
+	}
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// setup starts the app and a proxy that bridges every call to it; it
+// returns a client of the proxy and the app.
+func setup(t *testing.T, onStream func(*Pool) func(*Stream)) (testgrpc.TestServiceClient, *app, net.Listener) {
+	t.Helper()
+	a := &app{sleep: make(chan struct{}), seen: make(chan error, 1)}
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20))
+	testgrpc.RegisterTestServiceServer(srv, a)
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(aln) }()
+	t.Cleanup(srv.Stop)
+
+	pool := NewPool(aln.Addr().String(), nil)
+	t.Cleanup(pool.Close)
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); _ = pln.Close(); wg.Wait() })
+	handler := bridgeAll(pool)
+	if onStream != nil {
+		handler = onStream(pool)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := pln.Accept()
+			if err != nil {
+				return
+			}
+			c := NewServerConn(ctx, nc, handler)
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = c.Serve() }()
+			go func() { <-ctx.Done(); c.Close() }()
+		}
+	}()
+	cc, err := grpc.NewClient(pln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return testgrpc.NewTestServiceClient(cc), a, aln
+}
+
+func bridgeAll(pool *Pool) func(*Stream) {
+	return func(st *Stream) {
+		fields := make([]hpack.HeaderField, 0, len(st.Fields()))
+		for _, f := range st.Fields() {
+			if f.Name == ":authority" {
+				f.Value = pool.Addr()
+			}
+			fields = append(fields, f)
+		}
+		if err := st.Bridge(st.Context(), pool, fields); err != nil && !st.Answered() {
+			s := status.Convert(err)
+			st.Fail(s.Code(), s.Message(), nil)
+		}
+	}
+}
+
+func TestUnary(t *testing.T) {
+	c, _, _ := setup(t, nil)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-test", "v1")
+	var hdr, trl metadata.MD
+	for i := 0; i < 50; i++ {
+		body := bytes.Repeat([]byte{byte(i)}, i*100)
+		resp, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: body}},
+			grpc.Header(&hdr), grpc.Trailer(&trl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(resp.GetPayload().GetBody(), body) {
+			t.Fatalf("call %d: body of %d bytes came back as %d", i, len(body), len(resp.GetPayload().GetBody()))
+		}
+	}
+	if first(hdr["x-echo"]) != "v1" || first(trl["x-trailer"]) != "t1" || first(trl["x-bin-bin"]) != "\x00\x01" {
+		t.Fatalf("headers %v trailers %v", hdr, trl)
+	}
+}
+
+func TestStatusAndDetails(t *testing.T) {
+	c, _, _ := setup(t, nil)
+	_, err := c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{
+		ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing: 100% ünïcode"}})
+	if s := status.Convert(err); s.Code() != codes.NotFound || s.Message() != "no such thing: 100% ünïcode" {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestLargeMessages sends and receives messages far over every window, so
+// that flow control has to queue and release on both connections.
+func TestLargeMessages(t *testing.T) {
+	c, _, _ := setup(t, nil)
+	body := bytes.Repeat([]byte("0123456789"), 700_000) // 7 MB
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: body}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if !bytes.Equal(resp.GetPayload().GetBody(), body) {
+				t.Error("the large body came back changed")
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestStreams(t *testing.T) {
+	c, _, _ := setup(t, nil)
+	ctx := context.Background()
+
+	out, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{
+		{Size: 10}, {Size: 3 << 20}, {Size: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for {
+		m, err := out.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(m.GetPayload().GetBody()))
+	}
+	if len(sizes) != 3 || sizes[0] != 10 || sizes[1] != 3<<20 || sizes[2] != 1 {
+		t.Fatalf("server stream sizes %v", sizes)
+	}
+
+	in, err := c.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if err := in.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: make([]byte, 50_000)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := in.CloseAndRecv()
+	if err != nil || sum.GetAggregatedPayloadSize() != 5_000_000 {
+		t.Fatalf("client stream: %v %v", sum, err)
+	}
+
+	bidi, err := c.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		msg := bytes.Repeat([]byte{byte(i)}, i*1000)
+		if err := bidi.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: msg}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bidi.Recv()
+		if err != nil || !bytes.Equal(m.GetPayload().GetBody(), msg) {
+			t.Fatalf("bidi message %d: %v", i, err)
+		}
+	}
+	if err := bidi.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("bidi end: %v", err)
+	}
+}
+
+// TestDeadlineAndCancel: the caller's deadline reaches the app
+// (grpc-timeout crosses), and a cancelled call is cancelled at the app.
+func TestDeadlineAndCancel(t *testing.T) {
+	c, a, _ := setup(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("sleep")}})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v", err)
+	}
+	select {
+	case e := <-a.seen:
+		if !errors.Is(e, context.DeadlineExceeded) && !errors.Is(e, context.Canceled) {
+			t.Fatalf("app saw %v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app's call did not end")
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { time.Sleep(100 * time.Millisecond); cancel2() }()
+	_, err = c.UnaryCall(ctx2, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("sleep")}})
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("got %v", err)
+	}
+	select {
+	case e := <-a.seen:
+		if !errors.Is(e, context.Canceled) {
+			t.Fatalf("app saw %v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancel did not reach the app")
+	}
+}
+
+// TestFailBeforeBridge: a handler that refuses a call answers with a
+// status and its details.
+func TestFailBeforeBridge(t *testing.T) {
+	c, _, _ := setup(t, func(*Pool) func(*Stream) {
+		return func(st *Stream) {
+			st.Fail(codes.PermissionDenied, "denied: "+st.FullMethod()+" for "+st.Header("x-who"), nil)
+		}
+	})
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-who", "me")
+	_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 100)}})
+	s := status.Convert(err)
+	if s.Code() != codes.PermissionDenied || s.Message() != "denied: /grpc.testing.TestService/UnaryCall for me" {
+		t.Fatalf("got %v", err)
+	}
+}

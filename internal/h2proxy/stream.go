@@ -1,0 +1,351 @@
+package h2proxy
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stream is one side of a bridged call: the downstream stream on the
+// accepted connection or the upstream stream on the dialed one. Frames that
+// arrive on it are forwarded to its peer.
+type stream struct {
+	c  *Conn
+	id uint32
+
+	// send side, under c.wmu
+	sendWin  int64
+	q        []frame // frames waiting for window, in order
+	sentHdr  bool    // HEADERS written or queued
+	sentEnd  bool    // END_STREAM written
+	resetOut bool    // RST_STREAM written or received: nothing more is sent
+
+	mu       sync.Mutex // the link, and data that arrives before it
+	peer     *stream
+	early    []byte
+	earlyN   int64
+	earlyEnd bool
+	resetIn  bool // RST_STREAM received or the connection failed
+
+	recvEnd atomic.Bool  // END_STREAM received
+	unacked atomic.Int64 // forwarded data not yet credited to the sender
+	removed atomic.Bool
+	ss      *Stream // the server stream (downstream side only)
+}
+
+// frame is a queued DATA or HEADERS frame; n is what it credits back to
+// src once written.
+type frame struct {
+	data   []byte
+	fields []hpack.HeaderField
+	hdr    bool
+	end    bool
+	src    *stream
+	n      int64
+}
+
+// onData forwards a DATA frame received on s (reader of s.c).
+func (s *stream) onData(data []byte, end bool, n int64) {
+	if end {
+		s.recvEnd.Store(true)
+	}
+	s.mu.Lock()
+	p := s.peer
+	if p == nil {
+		if !s.resetIn {
+			s.early = append(s.early, data...)
+			s.earlyN += n
+			s.earlyEnd = s.earlyEnd || end
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if p.sendData(data, end, s, n, s.c) {
+		s.credit(n, s.c)
+	}
+	if end {
+		s.maybeRemove()
+	}
+}
+
+// onHeaders forwards response headers or trailers received on s.
+func (s *stream) onHeaders(fields []hpack.HeaderField, end bool) {
+	if end {
+		s.recvEnd.Store(true)
+	}
+	s.mu.Lock()
+	p := s.peer
+	s.mu.Unlock()
+	if p != nil {
+		p.sendHeaders(fields, end, s.c)
+	}
+	if end {
+		s.maybeRemove()
+	}
+}
+
+// onReset handles RST_STREAM received on s: the peer is reset with the same
+// code, unless the peer's answer is already complete.
+func (s *stream) onReset(code http2.ErrCode) {
+	s.remove()
+	s.c.wmu.Lock()
+	s.resetOut = true
+	s.q = nil
+	s.c.wmu.Unlock()
+	s.mu.Lock()
+	s.resetIn = true
+	p := s.peer
+	s.early = nil
+	s.mu.Unlock()
+	if p != nil {
+		if s.recvEnd.Load() && code == http2.ErrCodeNo {
+			// The answer (or the request) ended before the reset: the
+			// other side completes with what it got.
+			p.finishAfterEnd(s.c)
+		} else {
+			p.reset(code, s.c)
+		}
+	}
+	if s.ss != nil {
+		s.ss.finish()
+	}
+}
+
+// connGone ends s when its connection failed.
+func (s *stream) connGone(err error) {
+	s.removed.Store(true)
+	s.mu.Lock()
+	s.resetIn = true
+	p := s.peer
+	s.early = nil
+	s.mu.Unlock()
+	if s.ss != nil {
+		s.ss.finish()
+	}
+	if p == nil {
+		return
+	}
+	if p.ss != nil && !s.recvEnd.Load() {
+		// The upstream connection failed under a call: the caller gets a
+		// status, not a bare reset.
+		p.ss.failUpstream(err)
+		return
+	}
+	if !s.recvEnd.Load() {
+		p.reset(http2.ErrCodeCancel, nil)
+	}
+}
+
+// reset writes RST_STREAM on s and drops it. rd is the connection whose
+// reader runs this (its writes are flushed later), nil to flush now.
+func (s *stream) reset(code http2.ErrCode, rd *Conn) {
+	c := s.c
+	s.remove()
+	c.wmu.Lock()
+	if !s.resetOut && !(s.sentEnd && s.recvEnd.Load()) {
+		s.resetOut = true
+		s.q = nil
+		c.writeErr(c.wf.WriteRSTStream(s.id, code))
+	}
+	c.wmu.Unlock()
+	s.flushBy(rd)
+	if s.ss != nil {
+		s.ss.finish()
+	}
+}
+
+// finishAfterEnd handles the peer's reset after its END_STREAM: s stays
+// until its queue drains; a server stream whose caller is still sending is
+// reset with NO_ERROR once its answer is out (what gRPC servers do).
+func (s *stream) finishAfterEnd(rd *Conn) {
+	c := s.c
+	c.wmu.Lock()
+	done := s.sentEnd
+	c.wmu.Unlock()
+	if done && !s.recvEnd.Load() {
+		s.reset(http2.ErrCodeNo, rd)
+	}
+}
+
+func (s *stream) flushBy(rd *Conn) {
+	if rd != nil {
+		rd.markDirty(s.c)
+		return
+	}
+	s.c.scheduleFlush()
+}
+
+// sendData sends data on s (a stream of another connection than the
+// caller's). It reports whether the data was written, so that src may be
+// credited now; queued data credits src when it is written.
+func (s *stream) sendData(data []byte, end bool, src *stream, n int64, rd *Conn) bool {
+	c := s.c
+	c.wmu.Lock()
+	if s.resetOut || c.werr != nil {
+		c.wmu.Unlock()
+		return true
+	}
+	if len(s.q) == 0 {
+		data = s.writeDataLocked(data, end)
+	}
+	written := data == nil
+	if !written {
+		s.q = append(s.q, frame{data: append([]byte(nil), data...), end: end, src: src, n: n})
+		if len(s.q) == 1 {
+			c.blocked = append(c.blocked, s)
+		}
+	}
+	c.wmu.Unlock()
+	s.flushBy(rd)
+	return written
+}
+
+// writeDataLocked writes as much of data as the windows allow and returns
+// the rest (nil when all was written, END_STREAM included).
+func (s *stream) writeDataLocked(data []byte, end bool) []byte {
+	c := s.c
+	if len(data) == 0 {
+		if end {
+			c.writeErr(c.wf.WriteData(s.id, true, nil))
+			s.ended()
+		}
+		return nil
+	}
+	for len(data) > 0 {
+		w := min(int64(len(data)), s.sendWin, c.sendWin, maxFrame)
+		if w <= 0 {
+			return data
+		}
+		last := int(w) == len(data)
+		c.writeErr(c.wf.WriteData(s.id, end && last, data[:w]))
+		s.sendWin -= w
+		c.sendWin -= w
+		data = data[w:]
+	}
+	if end {
+		s.ended()
+	}
+	return nil
+}
+
+// sendHeaders sends HEADERS on s, after any queued data.
+func (s *stream) sendHeaders(fields []hpack.HeaderField, end bool, rd *Conn) {
+	c := s.c
+	c.wmu.Lock()
+	if s.resetOut || c.werr != nil {
+		c.wmu.Unlock()
+		return
+	}
+	s.sentHdr = true
+	if s.ss != nil && end {
+		s.ss.noteStatus(fields)
+	}
+	if len(s.q) == 0 {
+		c.writeHeadersLocked(s.id, fields, end)
+		if end {
+			s.ended()
+		}
+	} else {
+		s.q = append(s.q, frame{fields: fields, hdr: true, end: end})
+	}
+	c.wmu.Unlock()
+	s.flushBy(rd)
+}
+
+// drainLocked writes queued frames while the windows allow (under c.wmu).
+func (s *stream) drainLocked(credits []credit) []credit {
+	for len(s.q) > 0 {
+		f := &s.q[0]
+		if f.hdr {
+			s.c.writeHeadersLocked(s.id, f.fields, f.end)
+			if f.end {
+				s.ended()
+			}
+		} else {
+			rest := s.writeDataLocked(f.data, f.end)
+			if rest != nil {
+				f.data = rest
+				return credits
+			}
+			if f.src != nil {
+				credits = append(credits, credit{f.src, f.n})
+			}
+		}
+		s.q[0] = frame{}
+		s.q = s.q[1:]
+	}
+	s.q = nil
+	return credits
+}
+
+// ended records that END_STREAM was written on s (under c.wmu). A server
+// stream whose caller has not ended its half is reset with NO_ERROR, as
+// gRPC servers do once the status is out.
+func (s *stream) ended() {
+	s.sentEnd = true
+	if s.ss == nil {
+		if s.recvEnd.Load() {
+			s.remove()
+		}
+		return
+	}
+	if !s.recvEnd.Load() {
+		s.resetOut = true
+		s.c.writeErr(s.c.wf.WriteRSTStream(s.id, http2.ErrCodeNo))
+	}
+	s.remove()
+	s.ss.finish()
+}
+
+// maybeRemove drops s from its connection once both halves ended.
+func (s *stream) maybeRemove() {
+	c := s.c
+	c.wmu.Lock()
+	done := s.sentEnd
+	c.wmu.Unlock()
+	if done {
+		s.remove()
+	}
+}
+
+func (s *stream) remove() {
+	if s.removed.Swap(true) {
+		return
+	}
+	c := s.c
+	c.mu.Lock()
+	if c.streams[s.id] == s {
+		delete(c.streams, s.id)
+	}
+	c.mu.Unlock()
+	if s.ss != nil && c.open.Add(-1) == 0 {
+		c.mu.Lock()
+		draining := c.goAway
+		c.mu.Unlock()
+		if draining {
+			c.idleOnce.Do(func() { close(c.idle) })
+		}
+	}
+}
+
+// credit returns n forwarded bytes of s's window to its sender.
+func (s *stream) credit(n int64, rd *Conn) {
+	if n == 0 || s.recvEnd.Load() {
+		return
+	}
+	v := s.unacked.Add(n)
+	if v < creditAt {
+		return
+	}
+	s.unacked.Add(-v)
+	c := s.c
+	c.wmu.Lock()
+	if !s.resetOut {
+		c.writeErr(c.wf.WriteWindowUpdate(s.id, uint32(v)))
+	}
+	c.wmu.Unlock()
+	s.flushBy(rd)
+}

@@ -1,0 +1,11 @@
+//go:build !unix
+
+package grpc
+
+import "net"
+
+// socketPair returns the two ends of an in-memory connection.
+func socketPair() (net.Conn, net.Conn, error) {
+	a, b := net.Pipe()
+	return a, b, nil
+}
