@@ -6,7 +6,7 @@ import (
 	"regexp"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub"
 	_ "github.com/switchyard-proxy/switchyard/clusters/pubsub/jetstream"
