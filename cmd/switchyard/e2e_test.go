@@ -165,14 +165,19 @@ func startTopology(t *testing.T, extra ...string) *topology {
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
 // TestInvokeOverHTTP runs every pair of calls twice: between sidecars that
-// use the HTTP/1.1 peer link once they learned it (the default), and between
-// sidecars that only speak the internal gRPC API (--internal-http=false).
-// The answers must be the same.
+// use the HTTP/1.1 peer link once they learned it and forward gRPC proxying
+// calls for their own app as HTTP/2 frames (the defaults), and between
+// sidecars that only speak the internal gRPC API and proxy through grpc-go
+// (--internal-http=false --grpc-frame-proxy=false). The answers must be
+// the same.
 func TestInvokeOverHTTP(t *testing.T) {
 	for _, tr := range []struct {
 		name string
 		args []string
-	}{{"peer link", nil}, {"internal gRPC", []string{"--internal-http=false"}}} {
+	}{
+		{"peer link and frame proxying", nil},
+		{"internal gRPC and grpc-go proxying", []string{"--internal-http=false", "--grpc-frame-proxy=false"}},
+	} {
 		t.Run(tr.name, func(t *testing.T) { testInvoke(t, startTopology(t, tr.args...)) })
 	}
 }

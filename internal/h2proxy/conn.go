@@ -108,6 +108,7 @@ func newConn(nc net.Conn, server bool) *Conn {
 	}
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.SetReuseFrames()
+	c.rf.SetMaxReadFrameSize(maxFrame) // what SETTINGS leaves at the default
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rf.MaxHeaderListSize = maxHeaderList
 	c.wf = http2.NewFramer(c.bw, nil)
@@ -305,7 +306,7 @@ func (c *Conn) frameBuffered() bool {
 func (c *Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
-		c.onData(f)
+		return c.onData(f)
 	case *http2.MetaHeadersFrame:
 		return c.onHeaders(f)
 	case *http2.RSTStreamFrame:
@@ -338,7 +339,7 @@ func (c *Conn) lookup(id uint32) *stream {
 	return s
 }
 
-func (c *Conn) onData(f *http2.DataFrame) {
+func (c *Conn) onData(f *http2.DataFrame) error {
 	n := int64(f.Header().Length)
 	c.recvUnacked += n
 	if c.recvUnacked >= creditAt {
@@ -350,9 +351,25 @@ func (c *Conn) onData(f *http2.DataFrame) {
 	}
 	s := c.lookup(f.StreamID)
 	if s == nil {
-		return
+		if c.idleID(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil // a stream that ended
 	}
 	s.onData(f.Data(), f.StreamEnded(), n)
+	return nil
+}
+
+// idleID reports a stream id that was never opened.
+func (c *Conn) idleID(id uint32) bool {
+	if c.server {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return id%2 == 0 || id > c.lastPeer
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return id%2 == 0 || id >= c.nextID
 }
 
 func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {

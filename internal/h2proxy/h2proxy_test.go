@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,6 +26,8 @@ type app struct {
 	testgrpc.UnimplementedTestServiceServer
 	sleep chan struct{} // UnaryCall with payload "sleep" waits for it or the deadline
 	seen  chan error    // the context error a sleeping call ended with
+	// duplexEnd gets how each FullDuplexCall ended (nil: the client closed).
+	duplexEnd chan error
 }
 
 func (a *app) UnaryCall(ctx context.Context, in *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
@@ -75,6 +79,10 @@ func (a *app) FullDuplexCall(ss testgrpc.TestService_FullDuplexCallServer) error
 			return nil
 		}
 		if err != nil {
+			select {
+			case a.duplexEnd <- err:
+			default:
+			}
 			return err
 		}
 		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: m.GetPayload()}); err != nil {
@@ -90,26 +98,50 @@ func first(v []string) string {
 	return v[0]
 }
 
-// setup starts the app and a proxy that bridges every call to it; it
-// returns a client of the proxy and the app.
-func setup(t *testing.T, onStream func(*Pool) func(*Stream)) (testgrpc.TestServiceClient, *app, net.Listener) {
-	t.Helper()
-	a := &app{sleep: make(chan struct{}), seen: make(chan error, 1)}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20))
-	testgrpc.RegisterTestServiceServer(srv, a)
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(aln) }()
-	t.Cleanup(srv.Stop)
+// env is the app, a proxy that bridges every call to it, and a client of
+// the proxy.
+type env struct {
+	c         testgrpc.TestServiceClient
+	a         *app
+	appAddr   string
+	proxyAddr string
+	srv       *grpc.Server
+	t         *testing.T
+}
 
-	pool := NewPool(aln.Addr().String(), nil)
+// startApp (re)starts the app's server on e.appAddr (a free port the
+// first time).
+func (e *env) startApp() {
+	e.t.Helper()
+	addr := e.appAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.appAddr = ln.Addr().String()
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	testgrpc.RegisterTestServiceServer(srv, e.a)
+	go func() { _ = srv.Serve(ln) }()
+	e.srv = srv
+	e.t.Cleanup(srv.Stop)
+}
+
+// setup starts the app and a proxy that bridges every call to it (or runs
+// onStream's handler).
+func setup(t *testing.T, onStream func(*Pool) func(*Stream)) *env {
+	t.Helper()
+	e := &env{t: t, a: &app{sleep: make(chan struct{}), seen: make(chan error, 1), duplexEnd: make(chan error, 1)}}
+	e.startApp()
+	pool := NewPool(e.appAddr, nil)
 	t.Cleanup(pool.Close)
 	pln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.proxyAddr = pln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); _ = pln.Close(); wg.Wait() })
@@ -131,13 +163,19 @@ func setup(t *testing.T, onStream func(*Pool) func(*Stream)) (testgrpc.TestServi
 			go func() { <-ctx.Done(); c.Close() }()
 		}
 	}()
-	cc, err := grpc.NewClient(pln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	e.c = client(t, e.proxyAddr)
+	return e
+}
+
+func client(t *testing.T, addr string) testgrpc.TestServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	return testgrpc.NewTestServiceClient(cc), a, aln
+	return testgrpc.NewTestServiceClient(cc)
 }
 
 func bridgeAll(pool *Pool) func(*Stream) {
@@ -157,7 +195,7 @@ func bridgeAll(pool *Pool) func(*Stream) {
 }
 
 func TestUnary(t *testing.T) {
-	c, _, _ := setup(t, nil)
+	c := setup(t, nil).c
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-test", "v1")
 	var hdr, trl metadata.MD
 	for i := 0; i < 50; i++ {
@@ -177,7 +215,7 @@ func TestUnary(t *testing.T) {
 }
 
 func TestStatusAndDetails(t *testing.T) {
-	c, _, _ := setup(t, nil)
+	c := setup(t, nil).c
 	_, err := c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{
 		ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing: 100% ünïcode"}})
 	if s := status.Convert(err); s.Code() != codes.NotFound || s.Message() != "no such thing: 100% ünïcode" {
@@ -188,7 +226,7 @@ func TestStatusAndDetails(t *testing.T) {
 // TestLargeMessages sends and receives messages far over every window, so
 // that flow control has to queue and release on both connections.
 func TestLargeMessages(t *testing.T) {
-	c, _, _ := setup(t, nil)
+	c := setup(t, nil).c
 	body := bytes.Repeat([]byte("0123456789"), 700_000) // 7 MB
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ {
@@ -209,7 +247,7 @@ func TestLargeMessages(t *testing.T) {
 }
 
 func TestStreams(t *testing.T) {
-	c, _, _ := setup(t, nil)
+	c := setup(t, nil).c
 	ctx := context.Background()
 
 	out, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{
@@ -271,7 +309,8 @@ func TestStreams(t *testing.T) {
 // TestDeadlineAndCancel: the caller's deadline reaches the app
 // (grpc-timeout crosses), and a cancelled call is cancelled at the app.
 func TestDeadlineAndCancel(t *testing.T) {
-	c, a, _ := setup(t, nil)
+	e := setup(t, nil)
+	c, a := e.c, e.a
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("sleep")}})
@@ -306,15 +345,147 @@ func TestDeadlineAndCancel(t *testing.T) {
 // TestFailBeforeBridge: a handler that refuses a call answers with a
 // status and its details.
 func TestFailBeforeBridge(t *testing.T) {
-	c, _, _ := setup(t, func(*Pool) func(*Stream) {
+	c := setup(t, func(*Pool) func(*Stream) {
 		return func(st *Stream) {
 			st.Fail(codes.PermissionDenied, "denied: "+st.FullMethod()+" for "+st.Header("x-who"), nil)
 		}
-	})
+	}).c
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-who", "me")
 	_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 100)}})
 	s := status.Convert(err)
 	if s.Code() != codes.PermissionDenied || s.Message() != "denied: /grpc.testing.TestService/UnaryCall for me" {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestAppRestart: with the app gone, calls fail at once as Unavailable;
+// once it is back on its address, calls work again on a new connection.
+func TestAppRestart(t *testing.T) {
+	e := setup(t, nil)
+	if _, err := e.c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Stop()
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		// The first call may meet the old connection as it closes.
+		if _, err = e.c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); status.Code(err) == codes.Unavailable {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "connection") {
+		t.Fatalf("with the app down: %v", err)
+	}
+	e.startApp()
+	resp, err := e.c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("back")}})
+	if err != nil || string(resp.GetPayload().GetBody()) != "back" {
+		t.Fatalf("after the restart: %v %v", resp, err)
+	}
+}
+
+// TestAppDiesMidCall: a call in flight when the app's connection breaks
+// ends with Unavailable, and does not hang.
+func TestAppDiesMidCall(t *testing.T) {
+	e := setup(t, nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := e.c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("sleep")}})
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	e.srv.Stop()
+	select {
+	case err := <-errc:
+		if code := status.Code(err); code != codes.Unavailable && code != codes.Canceled && code != codes.Internal {
+			t.Fatalf("got %v", err)
+		}
+		if err == nil {
+			t.Fatal("the call succeeded with the app gone")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call hangs")
+	}
+}
+
+// TestBadInput: a connection that does not speak HTTP/2, or breaks the
+// protocol after the preface, is closed; the proxy keeps serving.
+func TestBadInput(t *testing.T) {
+	e := setup(t, nil)
+	for _, junk := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		http2.ClientPreface + "\x00\x00\x04\x09\x00\x00\x00\x00\x01abcd",  // CONTINUATION out of the blue
+		http2.ClientPreface + "\x00\x00\x05\x00\x00\x00\x00\x00\x02hello", // DATA on an idle stream
+		http2.ClientPreface + "\xff\xff\xff\x01\x05\x00\x00\x00\x01",      // HEADERS larger than the frame limit
+	} {
+		nc, err := net.Dial("tcp", e.proxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = nc.Write([]byte(junk))
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.Copy(io.Discard, nc)
+		_ = nc.Close()
+		if err != nil {
+			t.Fatalf("%q: the connection was not closed: %v", junk, err)
+		}
+	}
+	if _, err := e.c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("after bad input: %v", err)
+	}
+}
+
+// TestConcurrent: many calls on several connections at once, each with a
+// body of its own size, all come back whole.
+func TestConcurrent(t *testing.T) {
+	e := setup(t, nil)
+	clients := []testgrpc.TestServiceClient{e.c, client(t, e.proxyAddr), client(t, e.proxyAddr)}
+	var wg sync.WaitGroup
+	for i := 0; i < 60; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := clients[i%len(clients)]
+			for j := 0; j < 20; j++ {
+				body := bytes.Repeat([]byte{byte(i), byte(j)}, (i*j*97)%40000)
+				resp, err := c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: body}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(resp.GetPayload().GetBody(), body) {
+					t.Errorf("call %d/%d: the body came back changed", i, j)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestCancelStream: a client that cancels a bidirectional stream midway
+// has the app's stream cancelled too.
+func TestCancelStream(t *testing.T) {
+	e := setup(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := e.c.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-e.a.duplexEnd:
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("the app's stream ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app's stream was not cancelled")
 	}
 }

@@ -54,12 +54,18 @@ func (s *stream) onData(data []byte, end bool, n int64) {
 	s.mu.Lock()
 	p := s.peer
 	if p == nil {
-		if !s.resetIn {
+		over := s.earlyN+n > window
+		if !s.resetIn && !over {
 			s.early = append(s.early, data...)
 			s.earlyN += n
 			s.earlyEnd = s.earlyEnd || end
 		}
 		s.mu.Unlock()
+		if over {
+			// More than the window this end granted: the caller ignores
+			// flow control.
+			s.c.resetStream(s.id, http2.ErrCodeFlowControl)
+		}
 		return
 	}
 	s.mu.Unlock()
