@@ -23,9 +23,11 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -79,6 +81,16 @@ type Conn struct {
 	done     chan struct{}
 
 	dirty []*Conn // reader: connections written to and not yet flushed
+
+	// header block being read (reader only): decoded into a slice reused
+	// from one block to the next
+	hdec     *hpack.Decoder
+	hfields  []hpack.HeaderField
+	hstream  uint32 // the stream whose block is being read
+	hend     bool   // its HEADERS frame had END_STREAM
+	hremain  int    // what the header list may still take
+	hinvalid bool
+	hregular bool
 	// flushReq wakes the flusher, which flushes what goroutines other than
 	// a reader wrote (calls being opened, answers of the chain): the calls
 	// that start together leave in one write.
@@ -109,8 +121,8 @@ func newConn(nc net.Conn, server bool) *Conn {
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.SetReuseFrames()
 	c.rf.SetMaxReadFrameSize(maxFrame) // what SETTINGS leaves at the default
-	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.rf.MaxHeaderListSize = maxHeaderList
+	c.hdec = hpack.NewDecoder(4096, c.emit)
+	c.hdec.SetMaxStringLength(maxHeaderList)
 	c.wf = http2.NewFramer(c.bw, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
@@ -307,8 +319,13 @@ func (c *Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.onData(f)
-	case *http2.MetaHeadersFrame:
-		return c.onHeaders(f)
+	case *http2.HeadersFrame:
+		c.hfields = c.hfields[:0]
+		c.hstream, c.hend, c.hremain, c.hinvalid, c.hregular = f.StreamID, f.StreamEnded(), maxHeaderList, false, false
+		return c.headerBlock(f.HeaderBlockFragment(), f.HeadersEnded())
+	case *http2.ContinuationFrame:
+		// The framer checks that it follows HEADERS of the same stream.
+		return c.headerBlock(f.HeaderBlockFragment(), f.HeadersEnded())
 	case *http2.RSTStreamFrame:
 		if s := c.lookup(f.StreamID); s != nil {
 			s.onReset(f.ErrCode)
@@ -372,10 +389,78 @@ func (c *Conn) idleID(id uint32) bool {
 	return id%2 == 0 || id >= c.nextID
 }
 
-func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+// emit collects a decoded header field (reader only). A field that HTTP/2
+// forbids, or a list over maxHeaderList, fails the block.
+func (c *Conn) emit(f hpack.HeaderField) {
+	if c.hinvalid {
+		return
+	}
+	if size := int(f.Size()); size > c.hremain {
+		c.hinvalid = true
+		return
+	} else {
+		c.hremain -= size
+	}
+	if f.IsPseudo() {
+		if c.hregular {
+			c.hinvalid = true
+			return
+		}
+	} else {
+		c.hregular = true
+		if !validName(f.Name) {
+			c.hinvalid = true
+			return
+		}
+	}
+	if !httpguts.ValidHeaderFieldValue(f.Value) {
+		c.hinvalid = true
+		return
+	}
+	c.hfields = append(c.hfields, f)
+}
+
+// validName reports a lower-case header field name of token characters.
+func validName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		b := n[i]
+		if b >= 'A' && b <= 'Z' || !httpguts.IsTokenRune(rune(b)) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerBlock decodes a fragment of a header block; at the block's end it
+// hands the fields on.
+func (c *Conn) headerBlock(frag []byte, ended bool) error {
+	if len(frag) > 2*c.hremain {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if _, err := c.hdec.Write(frag); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if !ended {
+		return nil
+	}
+	if err := c.hdec.Close(); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if c.hinvalid {
+		c.resetStream(c.hstream, http2.ErrCodeProtocol)
+		return nil
+	}
+	return c.onHeaders(c.hstream, c.hfields, c.hend)
+}
+
+// onHeaders handles a whole header block. fields is reused afterwards:
+// what keeps it copies it.
+func (c *Conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) error {
 	if s := c.lookup(id); s != nil {
-		s.onHeaders(f.Fields, f.StreamEnded())
+		s.onHeaders(fields, end)
 		return nil
 	}
 	if !c.server {
@@ -399,7 +484,7 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = s
 	c.mu.Unlock()
 	c.open.Add(1)
-	st := newServerStream(s, f.Fields, f.StreamEnded())
+	st := newServerStream(s, slices.Clone(fields), end)
 	run(c.onStream, st)
 	return nil
 }

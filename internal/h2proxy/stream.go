@@ -1,6 +1,7 @@
 package h2proxy
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -255,7 +256,8 @@ func (s *stream) sendHeaders(fields []hpack.HeaderField, end bool, rd *Conn) {
 			s.ended()
 		}
 	} else {
-		s.q = append(s.q, frame{fields: fields, hdr: true, end: end})
+		// The reader reuses fields for the next block.
+		s.q = append(s.q, frame{fields: slices.Clone(fields), hdr: true, end: end})
 	}
 	c.wmu.Unlock()
 	s.flushBy(rd)
