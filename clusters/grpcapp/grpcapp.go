@@ -380,6 +380,10 @@ func (c *Cluster) bridge(ctx context.Context, cn *conn, st *h2proxy.Stream) erro
 			f.Value = cn.addr
 		case "dapr-api-token":
 			continue
+		case "grpc-timeout":
+			// A new value on every call: kept out of HPACK's table, so
+			// that the fields that repeat keep their indexes.
+			f.Sensitive = true
 		}
 		fields = append(fields, f)
 	}

@@ -64,6 +64,7 @@ type Conn struct {
 	wf          *http2.Framer // write side, under wmu
 	henc        *hpack.Encoder
 	hbuf        bytes.Buffer
+	ecache      encCache
 	sendWin     int64 // the peer's connection window for our DATA
 	peerInitWin int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	blocked     []*stream
@@ -244,10 +245,7 @@ func (c *Conn) writeErr(err error) {
 // writeHeadersLocked encodes fields and writes them as HEADERS and
 // CONTINUATION frames.
 func (c *Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, end bool) {
-	c.hbuf.Reset()
-	for _, f := range fields {
-		_ = c.henc.WriteField(f)
-	}
+	c.encodeLocked(fields)
 	block := c.hbuf.Bytes()
 	first := true
 	for first || len(block) > 0 {
