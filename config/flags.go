@@ -94,7 +94,7 @@ var settings = []setting{
 			c.InternalHTTP = &b
 			return err
 		}},
-	{key: "grpc_frame_proxy", flag: "grpc-frame-proxy", def: true, usage: "Forward gRPC proxying calls (dapr-app-id) for our own app frame by frame; false: through grpc-go's server and client",
+	{key: "grpc_frame_proxy", flag: "grpc-frame-proxy", def: true, usage: "Forward gRPC proxying calls (dapr-app-id) frame by frame on the gRPC API and internal ports; false: through grpc-go's server and client",
 		set: func(c *Config, v any) (err error) {
 			b, err := asBool(v)
 			c.GRPCFrameProxy = &b

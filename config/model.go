@@ -68,9 +68,9 @@ type Config struct {
 	// InternalHTTP lets sidecar-to-sidecar invocations between switchyard
 	// sidecars use HTTP/1.1 on the internal port instead of gRPC (nil: on).
 	InternalHTTP *bool `json:"internal_http"`
-	// GRPCFrameProxy lets the gRPC API listener forward proxied calls
-	// (dapr-app-id) to the app frame by frame instead of through grpc-go's
-	// server and client (nil: on).
+	// GRPCFrameProxy lets the gRPC API listener and the internal port
+	// forward proxied calls (dapr-app-id) frame by frame instead of through
+	// grpc-go's server and client (nil: on).
 	GRPCFrameProxy *bool `json:"grpc_frame_proxy"`
 
 	// Envoy-style model.
@@ -225,6 +225,6 @@ type ACLOperation struct {
 // use HTTP/1.1 on the internal port (the default).
 func (c *Config) InternalHTTPOn() bool { return c.InternalHTTP == nil || *c.InternalHTTP }
 
-// GRPCFrameProxyOn reports whether gRPC proxying to our own app forwards
-// HTTP/2 frames (the default) instead of messages through grpc-go.
+// GRPCFrameProxyOn reports whether gRPC proxying forwards HTTP/2 frames
+// (the default) instead of messages through grpc-go.
 func (c *Config) GRPCFrameProxyOn() bool { return c.GRPCFrameProxy == nil || *c.GRPCFrameProxy }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
+
+	"github.com/switchyard-proxy/switchyard/internal/h2proxy"
 )
 
 // conns is the process's pool of connections to peer sidecars, one per
@@ -32,6 +34,9 @@ type sharedConn struct {
 	// peer offered it, and its client, made on first use.
 	linkOK atomic.Bool
 	hc     atomic.Pointer[fasthttp.HostClient]
+	// The HTTP/2 connection that carries gRPC proxying calls frame by
+	// frame (the gRPC API listener's frame mode), made on first use.
+	frames atomic.Pointer[h2proxy.Pool]
 }
 
 // acquire returns the entry for addr, counting one more holder. It dials
@@ -64,6 +69,9 @@ func (p *connPool) release(s *sharedConn) {
 		if hc := s.hc.Load(); hc != nil {
 			hc.CloseIdleConnections()
 		}
+		if fp := s.frames.Swap(nil); fp != nil {
+			fp.Close()
+		}
 	}
 }
 
@@ -83,6 +91,18 @@ func (s *sharedConn) get(opts []grpc.DialOption) (*grpc.ClientConn, error) {
 	}
 	s.cur.Store(cc)
 	return cc, nil
+}
+
+// framePool returns the address's pool for bridged calls.
+func (s *sharedConn) framePool() *h2proxy.Pool {
+	if p := s.frames.Load(); p != nil {
+		return p
+	}
+	p := h2proxy.NewPool(s.addr, nil)
+	if !s.frames.CompareAndSwap(nil, p) {
+		return s.frames.Load()
+	}
+	return p
 }
 
 // dropIf replaces cc, if it is still the connection in use, so that the next

@@ -20,6 +20,7 @@ import (
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
 	"go.uber.org/zap"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -34,6 +35,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/h2proxy"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 )
 
@@ -624,6 +626,9 @@ func (c *Cluster) response(ex *filters.Exchange, resp *internalv1pb.InternalInvo
 // proxy opens a stream with the same method and metadata on a peer
 // sidecar's internal port and pumps frames both ways.
 func (c *Cluster) proxy(ctx context.Context, ex *filters.Exchange) error {
+	if st, ok := ex.Stream.Native().(*h2proxy.Stream); ok {
+		return c.bridge(ctx, st)
+	}
 	ss, ok := ex.Stream.Native().(grpc.ServerStream)
 	if !ok {
 		return filters.ErrStreamUnsupported
@@ -663,6 +668,57 @@ func (c *Cluster) proxy(ctx context.Context, ex *filters.Exchange) error {
 		}
 		ep.ejected.Store(time.Now().Add(c.opts.Eject).UnixNano())
 		ep.dropIf(cc)
+		if attempt >= c.opts.Retries || !healthyOther(eps, ep) {
+			return err
+		}
+	}
+}
+
+// bridge forwards a proxied call's HTTP/2 frames to a peer sidecar's
+// internal port (the gRPC API listener's frame mode), with the caller and
+// callee ids set as for grpc-go's proxying. A connection that cannot be
+// made tries another endpoint, as there.
+func (c *Cluster) bridge(ctx context.Context, st *h2proxy.Stream) error {
+	eps, err := c.endpoints(ctx)
+	if err != nil {
+		return c.fail("failed to proxy request: couldn't resolve address for %s: %v", c.opts.AppID, err)
+	}
+	in := st.Fields()
+	fields := make([]hpack.HeaderField, 0, len(in)+3)
+	hasAppID := false
+	for _, f := range in {
+		switch f.Name {
+		case grpcwire.MDCallerID, grpcwire.MDCalleeID:
+			continue
+		case grpcwire.MDAppID:
+			hasAppID = true
+		case "grpc-timeout":
+			f.Sensitive = true // see grpcapp: a new value every call
+		}
+		fields = append(fields, f)
+	}
+	fields = append(fields, hpack.HeaderField{Name: grpcwire.MDCallerID, Value: c.opts.SelfAppID},
+		hpack.HeaderField{Name: grpcwire.MDCalleeID, Value: c.opts.AppID})
+	if !hasAppID {
+		fields = append(fields, hpack.HeaderField{Name: grpcwire.MDAppID, Value: c.opts.AppID})
+	}
+	var last *endpoint
+	for attempt := 0; ; attempt++ {
+		ep := c.pick(eps, last)
+		last = ep
+		for i := range fields {
+			if fields[i].Name == ":authority" {
+				fields[i].Value = ep.addr
+			}
+		}
+		ep.inflight.Add(1)
+		err := st.Bridge(ctx, ep.shared.framePool(), fields)
+		ep.inflight.Add(-1)
+		if err == nil || st.Answered() || !notSent(status.Convert(err)) {
+			return err
+		}
+		// Nothing was sent: a refused connection may try another endpoint.
+		ep.ejected.Store(time.Now().Add(c.opts.Eject).UnixNano())
 		if attempt >= c.opts.Retries || !healthyOther(eps, ep) {
 			return err
 		}

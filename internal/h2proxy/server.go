@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -352,4 +353,10 @@ func containsPercent(s string) bool {
 		}
 	}
 	return false
+}
+
+// DeleteField removes every field of that name from the request's fields
+// (before the call is bridged).
+func (st *Stream) DeleteField(name string) {
+	st.fields = slices.DeleteFunc(st.fields, func(f hpack.HeaderField) bool { return f.Name == name })
 }

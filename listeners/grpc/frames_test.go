@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"go.uber.org/zap"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -203,9 +204,9 @@ func TestFrameProxyDenied(t *testing.T) {
 	}
 }
 
-// TestFrameInProcess: on the same connection, the Dapr API and proxied
-// calls of other app ids are served by the grpc-go server behind, which
-// sees the caller's address, not a forged one.
+// TestFrameInProcess: on the same connection, the Dapr API is served by
+// the grpc-go server behind, which sees the caller's address and not a
+// forged one; a proxied call for another app id is a frame call too.
 func TestFrameInProcess(t *testing.T) {
 	f := startFixture(t, true, func(ex *filters.Exchange) error {
 		if string(ex.AppID) == "billing" {
@@ -213,21 +214,32 @@ func TestFrameInProcess(t *testing.T) {
 		}
 		return nil
 	})
-	md, err := runtimev1pb.NewDaprClient(f.cc).GetMetadata(context.Background(), &runtimev1pb.GetMetadataRequest{})
+	dc := runtimev1pb.NewDaprClient(f.cc)
+	md, err := dc.GetMetadata(context.Background(), &runtimev1pb.GetMetadataRequest{})
 	if err != nil || md.GetId() != "orders" {
 		t.Fatalf("GetMetadata: %v %v", md, err)
 	}
+	_, err = dc.InvokeService(callCtx(PeerField, "10.0.0.1"), &runtimev1pb.InvokeServiceRequest{Id: "billing",
+		Message: &commonv1pb.InvokeRequest{Method: "pay"}})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
+		t.Fatalf("InvokeService: %v", err)
+	}
+	seen := f.last(t)
+	if seen.key != "/invoke/billing/method/pay" || seen.remote != "127.0.0.1" {
+		t.Fatalf("key %q remote %q, want the caller's 127.0.0.1", seen.key, seen.remote)
+	}
+	if _, ok := seen.headers[PeerField]; ok {
+		t.Fatalf("%s reached the chain", PeerField)
+	}
+
 	tc := testgrpc.NewTestServiceClient(f.cc)
 	_, err = tc.UnaryCall(callCtx("dapr-app-id", "billing", PeerField, "10.0.0.1"), &testgrpc.SimpleRequest{})
 	if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
 		t.Fatalf("got %v", err)
 	}
-	seen := f.last(t)
-	if _, ok := seen.native.(grpc.ServerStream); !ok {
-		t.Fatalf("a call for another app id reached the chain as %T, want grpc-go's stream", seen.native)
-	}
-	if seen.remote != "127.0.0.1" {
-		t.Fatalf("remote %q, want the caller's 127.0.0.1", seen.remote)
+	seen = f.last(t)
+	if _, ok := seen.native.(*h2proxy.Stream); !ok || seen.remote != "127.0.0.1" || seen.key != "/invoke/billing/method/grpc.testing.TestService/UnaryCall" {
+		t.Fatalf("a call for another app id reached the chain as %T, key %q, remote %q", seen.native, seen.key, seen.remote)
 	}
 	if _, ok := seen.headers[PeerField]; ok {
 		t.Fatalf("%s reached the chain", PeerField)

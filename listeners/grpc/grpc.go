@@ -29,6 +29,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/listeners"
+	"github.com/switchyard-proxy/switchyard/listeners/framed"
 )
 
 func init() { listeners.Register(factory{}) }
@@ -55,7 +56,7 @@ type Listener struct {
 	lns   []net.Listener
 	wg    sync.WaitGroup
 
-	frames *frames // nil in grpc-go mode (grpc_frame_proxy false)
+	frames *framed.Server // nil in grpc-go mode (grpc_frame_proxy false)
 }
 
 var (
@@ -103,7 +104,7 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 	}
 	l.lns = lns
 	if cfg.GRPCFrameProxyOn() {
-		l.startFrames(cfg.AppID)
+		l.startFrames()
 		log.Info("gRPC API listening", zap.Stringers("addresses", listeners.AddrsOf(lns)), zap.Bool("frame_proxy", true))
 		return l, nil
 	}
@@ -126,7 +127,7 @@ func (l *Listener) Addrs() []net.Addr { return listeners.AddrsOf(l.lns) }
 // Close stops accepting and waits for in-flight calls until ctx ends.
 func (l *Listener) Close(ctx context.Context) error {
 	if l.frames != nil {
-		l.frames.close(ctx)
+		l.frames.Close(ctx)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -138,6 +139,9 @@ func (l *Listener) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		l.srv.Stop()
 		<-done
+	}
+	if l.frames != nil {
+		l.frames.Wait()
 	}
 	l.wg.Wait()
 	return nil
@@ -153,7 +157,7 @@ func (l *Listener) exchangeMD(ctx context.Context, md metadata.MD) *filters.Exch
 	ex := filters.AcquireExchange(true)
 	ex.Protocol = filters.ProtocolGRPC
 	ex.Listener = l.name
-	ip := callerIP(ctx, md)
+	ip := framed.CallerIP(ctx, md)
 	if md != nil {
 		grpcwire.IncomingToHeaders(md, &ex.Req.Header)
 	}

@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -33,6 +32,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 	"github.com/switchyard-proxy/switchyard/listeners"
+	"github.com/switchyard-proxy/switchyard/listeners/framed"
 )
 
 func init() { listeners.Register(factory{}) }
@@ -67,6 +67,9 @@ type Listener struct {
 	linkServed atomic.Uint64
 	linkCtx    context.Context
 	linkStop   context.CancelFunc
+	// frames serves the gRPC connections when grpc_frame_proxy is on
+	// (frames.go); nil: grpc-go serves them.
+	frames *framed.Server
 }
 
 var (
@@ -99,6 +102,9 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 		return nil, err
 	}
 	l.lns = lns
+	if cfg.GRPCFrameProxyOn() {
+		l.frames = framed.New(log, l.srv, takeProxied, l.proxyFrames)
+	}
 	if cfg.InternalHTTPOn() {
 		l.link = l.newLinkServer(maxMsg<<20, log)
 		l.linkCtx, l.linkStop = context.WithCancel(context.Background())
@@ -119,6 +125,12 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			if l.frames != nil {
+				if err := l.frames.Serve(grpcLn); err != nil && !errors.Is(err, net.ErrClosed) {
+					log.Error("internal gRPC listener stopped", zap.Error(err))
+				}
+				return
+			}
 			if err := l.srv.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 				log.Error("internal gRPC listener stopped", zap.Error(err))
 			}
@@ -139,6 +151,9 @@ func (l *Listener) Addrs() []net.Addr { return listeners.AddrsOf(l.lns) }
 
 // Close stops accepting and waits for in-flight calls until ctx ends.
 func (l *Listener) Close(ctx context.Context) error {
+	if l.frames != nil {
+		l.frames.Close(ctx)
+	}
 	done := make(chan struct{})
 	go func() {
 		l.srv.GracefulStop()
@@ -153,6 +168,9 @@ func (l *Listener) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		l.srv.Stop()
 		<-done
+	}
+	if l.frames != nil {
+		l.frames.Wait()
 	}
 	l.wg.Wait()
 	return nil
@@ -262,9 +280,7 @@ func (l *Listener) decode(ctx context.Context, ex *filters.Exchange, req *intern
 	if v := req.GetMetadata()[grpcwire.MDCallerNS]; v != nil && len(v.Values) > 0 {
 		ex.CallerNamespace = []byte(v.Values[0])
 	}
-	if p, ok := peer.FromContext(ctx); ok {
-		ex.SetRemoteAddr(grpcwire.PeerAddr(p))
-	}
+	ex.SetRemoteAddr(framed.PeerIP(ctx))
 	ex.SetInvoke(l.appID, []byte(msg.GetMethod()))
 }
 
@@ -296,13 +312,11 @@ func (l *Listener) proxy(_ any, ss grpc.ServerStream) error {
 	ex.Protocol = filters.ProtocolInternal
 	ex.Listener = l.name
 	md, _ := metadata.FromIncomingContext(ctx)
+	ex.SetRemoteAddr(framed.CallerIP(ctx, md))
 	grpcwire.IncomingToHeaders(md, &ex.Req.Header)
 	ex.Req.Header.SetMethod("POST")
 	if v := md.Get(grpcwire.MDCallerID); len(v) > 0 {
 		ex.CallerAppID = []byte(v[0])
-	}
-	if p, ok := peer.FromContext(ctx); ok {
-		ex.SetRemoteAddr(grpcwire.PeerAddr(p))
 	}
 	ex.Stream = &grpcwire.ServerStream{ServerStream: ss, Method: method, MD: md}
 	ex.SetInvoke(l.appID, []byte(grpcwire.RouteMethod(method)))

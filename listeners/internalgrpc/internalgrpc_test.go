@@ -464,9 +464,11 @@ func TestCallLocalStreamErrors(t *testing.T) {
 
 // TestProxy: a method that is not ServiceInvocation's is a proxied stream
 // for our own app: the chain gets the stream, and what it sends reaches
-// the caller.
+// the caller. This is grpc-go's stream (grpc_frame_proxy off); frame mode
+// is TestProxyFrames.
 func TestProxy(t *testing.T) {
-	s := startServer(t, 0, func(_ context.Context, ex *filters.Exchange) error {
+	off := false
+	s := startServerCfg(t, &config.Config{AppID: "orders", GRPCFrameProxy: &off}, func(_ context.Context, ex *filters.Exchange) error {
 		if string(ex.Method) == "my.pkg.Greeter/Deny" {
 			return filters.NewError(filters.ErrCodePermissionDenied, http.StatusForbidden, codes.PermissionDenied, "denied")
 		}
@@ -491,23 +493,7 @@ func TestProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		want := &commonv1pb.StreamPayload{Data: bytes.Repeat([]byte{'a' + byte(i)}, 100*i+1), Seq: uint64(i)}
-		if err := cs.SendMsg(want); err != nil {
-			t.Fatal(err)
-		}
-		var got commonv1pb.StreamPayload
-		if err := cs.RecvMsg(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got.GetSeq() != want.GetSeq() || !bytes.Equal(got.GetData(), want.GetData()) {
-			t.Fatalf("message %d came back as %v", i, &got)
-		}
-	}
-	_ = cs.CloseSend()
-	if err := cs.RecvMsg(new(commonv1pb.StreamPayload)); !errors.Is(err, io.EOF) {
-		t.Fatalf("end of stream: %v", err)
-	}
+	chat(t, cs)
 	if h, _ := cs.Header(); len(h.Get("x-app")) != 1 {
 		t.Fatalf("header %v", h)
 	}
