@@ -545,7 +545,6 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 		return nil
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if s.ID == http2.SettingInitialWindowSize {
 			if s.Val > 1<<31-1 {
@@ -562,11 +561,16 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 		return nil
 	})
 	if err != nil {
+		c.wmu.Unlock()
 		return err
 	}
 	c.writeErr(c.wf.WriteSettingsAck())
-	c.drainLocked()
+	credits := c.drainLocked()
+	c.wmu.Unlock()
 	c.markDirty(c)
+	for _, cr := range credits {
+		cr.s.credit(cr.n, c)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -487,5 +488,100 @@ func TestCancelStream(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the app's stream was not cancelled")
+	}
+}
+
+// slowStartApp is a raw HTTP/2 server that grants no stream window at
+// first (SETTINGS_INITIAL_WINDOW_SIZE 0) and opens it with a second
+// SETTINGS once the call's headers arrived, as grpc-go's window estimation
+// does. It counts the request's bytes and answers with their number in a
+// trailer.
+func slowStartApp(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(nc, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(nc, nc)
+		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		_ = fr.WriteWindowUpdate(0, 1<<30)
+		total := 0
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.HeadersFrame:
+				_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+			case *http2.DataFrame:
+				total += len(f.Data())
+				if n := f.Header().Length; n > 0 {
+					_ = fr.WriteWindowUpdate(f.StreamID, n)
+				}
+				if f.StreamEnded() {
+					var hb bytes.Buffer
+					enc := hpack.NewEncoder(&hb)
+					_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+					_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+					_ = enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+					_ = enc.WriteField(hpack.HeaderField{Name: "x-total", Value: fmt.Sprint(total)})
+					_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+				}
+			}
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestWindowFromSettings: data queued for lack of window and sent when a
+// SETTINGS frame opens the window is credited back to the caller; without
+// that a caller sending more than its window would wait forever.
+func TestWindowFromSettings(t *testing.T) {
+	appAddr := slowStartApp(t)
+	pool := NewPool(appAddr, nil)
+	t.Cleanup(pool.Close)
+	bridge := bridgeAll(pool)
+	e := setup(t, func(*Pool) func(*Stream) {
+		return func(st *Stream) {
+			// The caller fills its window before the call is bridged.
+			time.Sleep(300 * time.Millisecond)
+			bridge(st)
+		}
+	})
+	cc, err := grpc.NewClient(e.proxyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/x.Y/Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &testgrpc.Payload{Body: make([]byte, 100_000)}
+	for i := 0; i < 40; i++ { // 4 MB, four times the caller's window
+		if err := cs.SendMsg(msg); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	_ = cs.CloseSend()
+	if err := cs.RecvMsg(msg); !errors.Is(err, io.EOF) {
+		t.Fatalf("got %v", err)
+	}
+	if got := cs.Trailer().Get("x-total"); len(got) != 1 || got[0] == "0" {
+		t.Fatalf("trailer %v", cs.Trailer())
 	}
 }

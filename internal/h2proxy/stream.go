@@ -345,10 +345,15 @@ func (s *stream) credit(n int64, rd *Conn) {
 		return
 	}
 	v := s.unacked.Add(n)
-	if v < creditAt {
-		return
+	for {
+		if v < creditAt {
+			return
+		}
+		if s.unacked.CompareAndSwap(v, 0) {
+			break
+		}
+		v = s.unacked.Load()
 	}
-	s.unacked.Add(-v)
 	c := s.c
 	c.wmu.Lock()
 	if !s.resetOut {
