@@ -34,24 +34,26 @@ const PeerField = "switchyard-peer-addr"
 type Server struct {
 	log    *zap.Logger
 	srv    *grpc.Server
-	take   func(*h2proxy.Stream) bool // the listener serves the call itself
+	take   func(path, appID string) bool // the listener serves the call itself
 	handle func(*h2proxy.Stream)
 	inproc *listeners.ChanListener // the grpc-go server's side of the socket pairs
 	loop   *h2proxy.Pool           // our side
 	done   chan struct{}
 	closed sync.Once
 
-	mu    sync.Mutex
-	lns   []net.Listener
-	conns map[*h2proxy.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	lns     []net.Listener
+	conns   map[*h2proxy.Conn]struct{}
+	sorting map[net.Conn]struct{} // connections whose first call is awaited
+	wg      sync.WaitGroup
 }
 
-// New starts serving srv in-process. take decides which calls handle gets
-// (on a goroutine of its own); the rest go to srv.
-func New(log *zap.Logger, srv *grpc.Server, take func(*h2proxy.Stream) bool, handle func(*h2proxy.Stream)) *Server {
+// New starts serving srv in-process. take decides, from a call's :path and
+// dapr-app-id, which calls handle gets (on a goroutine of its own); the
+// rest go to srv.
+func New(log *zap.Logger, srv *grpc.Server, take func(path, appID string) bool, handle func(*h2proxy.Stream)) *Server {
 	s := &Server{log: log, srv: srv, take: take, handle: handle, done: make(chan struct{}),
-		conns:  make(map[*h2proxy.Conn]struct{}),
+		conns: make(map[*h2proxy.Conn]struct{}), sorting: make(map[net.Conn]struct{}),
 		inproc: listeners.NewChanListener(&net.UnixAddr{Name: "switchyard-in-process", Net: "unix"})}
 	s.loop = h2proxy.NewPool("switchyard-in-process", s.dialInProc)
 	s.wg.Add(1)
@@ -88,7 +90,18 @@ func (s *Server) dialInProc(context.Context) (net.Conn, error) {
 	return ours, nil
 }
 
+// serve sorts a new connection by its first call (sort.go) on a goroutine
+// of its own.
 func (s *Server) serve(nc net.Conn) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sort(nc)
+	}()
+}
+
+// serveFrames serves a connection with h2proxy.
+func (s *Server) serveFrames(nc net.Conn) {
 	c := h2proxy.NewServerConn(context.Background(), nc, s.onStream)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -107,7 +120,7 @@ func (s *Server) serve(nc net.Conn) {
 
 func (s *Server) onStream(st *h2proxy.Stream) {
 	st.DeleteField(PeerField)
-	if s.take(st) {
+	if s.take(st.FullMethod(), st.Header(grpcwire.MDAppID)) {
 		s.handle(st)
 		return
 	}
@@ -133,6 +146,9 @@ func (s *Server) Close(ctx context.Context) {
 		for c := range s.conns {
 			conns = append(conns, c)
 		}
+		for nc := range s.sorting {
+			_ = nc.Close() // no call started on it yet
+		}
 		s.mu.Unlock()
 		var wg sync.WaitGroup
 		for _, c := range conns {
@@ -142,6 +158,15 @@ func (s *Server) Close(ctx context.Context) {
 		wg.Wait()
 		s.loop.Close()
 	})
+}
+
+func (s *Server) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Wait waits for the connections' goroutines and the in-process server

@@ -38,8 +38,8 @@ func (l *Listener) startFrames() {
 
 // takeProxied reports a gRPC proxying call: dapr-app-id, and not the Dapr
 // API.
-func takeProxied(st *h2proxy.Stream) bool {
-	return st.Header(grpcwire.MDAppID) != "" && !strings.HasPrefix(st.FullMethod(), daprService)
+func takeProxied(path, appID string) bool {
+	return appID != "" && !strings.HasPrefix(path, daprService)
 }
 
 // proxyFrames runs a proxied call through the chain; the cluster bridges

@@ -2,7 +2,9 @@ package grpc
 
 import (
 	"context"
+	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -118,7 +120,9 @@ func startFixture(t testing.TB, frameProxy bool, deny func(*filters.Exchange) er
 		f.seen = append(f.seen, sc)
 		f.mu.Unlock()
 		if deny != nil {
-			if err := deny(ex); err != nil {
+			if err := deny(ex); errors.Is(err, errAnswered) {
+				return nil
+			} else if err != nil {
 				return err
 			}
 		}
@@ -137,6 +141,10 @@ func startFixture(t testing.TB, frameProxy bool, deny func(*filters.Exchange) er
 	t.Cleanup(func() { _ = f.cc.Close() })
 	return f
 }
+
+// errAnswered from a startFixture deny func: the chain answers with what
+// deny left in ex.Resp.
+var errAnswered = errors.New("answered")
 
 func callCtx(kv ...string) context.Context {
 	return metadata.NewOutgoingContext(context.Background(), metadata.Pairs(kv...))
@@ -204,51 +212,80 @@ func TestFrameProxyDenied(t *testing.T) {
 	}
 }
 
-// TestFrameInProcess: on the same connection, the Dapr API is served by
-// the grpc-go server behind, which sees the caller's address and not a
-// forged one; a proxied call for another app id is a frame call too.
-func TestFrameInProcess(t *testing.T) {
+// TestFrameSorting: a connection whose first call is the Dapr API goes to
+// grpc-go whole, proxied calls on it included; on a connection whose first
+// call is proxied, later Dapr API calls go to grpc-go in-process, which sees
+// the caller's address and not a forged one.
+func TestFrameSorting(t *testing.T) {
 	f := startFixture(t, true, func(ex *filters.Exchange) error {
 		if string(ex.AppID) == "billing" {
 			return filters.NewError(filters.ErrCodeDirectInvoke, 500, codes.Unavailable, "no billing here")
 		}
 		return nil
 	})
-	dc := runtimev1pb.NewDaprClient(f.cc)
-	md, err := dc.GetMetadata(context.Background(), &runtimev1pb.GetMetadataRequest{})
-	if err != nil || md.GetId() != "orders" {
-		t.Fatalf("GetMetadata: %v %v", md, err)
+	billing := func(t *testing.T, cc *grpc.ClientConn) seenCall {
+		t.Helper()
+		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(callCtx("dapr-app-id", "billing", PeerField, "10.0.0.1"), &testgrpc.SimpleRequest{})
+		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
+			t.Fatalf("got %v", err)
+		}
+		seen := f.last(t)
+		if seen.remote != "127.0.0.1" || seen.key != "/invoke/billing/method/grpc.testing.TestService/UnaryCall" {
+			t.Fatalf("key %q remote %q", seen.key, seen.remote)
+		}
+		if _, ok := seen.headers[PeerField]; ok {
+			t.Fatalf("%s reached the chain", PeerField)
+		}
+		return seen
 	}
-	_, err = dc.InvokeService(callCtx(PeerField, "10.0.0.1"), &runtimev1pb.InvokeServiceRequest{Id: "billing",
-		Message: &commonv1pb.InvokeRequest{Method: "pay"}})
-	if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
-		t.Fatalf("InvokeService: %v", err)
+	invoke := func(t *testing.T, cc *grpc.ClientConn) {
+		t.Helper()
+		dc := runtimev1pb.NewDaprClient(cc)
+		md, err := dc.GetMetadata(context.Background(), &runtimev1pb.GetMetadataRequest{})
+		if err != nil || md.GetId() != "orders" {
+			t.Fatalf("GetMetadata: %v %v", md, err)
+		}
+		_, err = dc.InvokeService(callCtx(PeerField, "10.0.0.1"), &runtimev1pb.InvokeServiceRequest{Id: "billing",
+			Message: &commonv1pb.InvokeRequest{Method: "pay"}})
+		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
+			t.Fatalf("InvokeService: %v", err)
+		}
+		seen := f.last(t)
+		if seen.key != "/invoke/billing/method/pay" || seen.remote != "127.0.0.1" {
+			t.Fatalf("key %q remote %q, want the caller's 127.0.0.1", seen.key, seen.remote)
+		}
+		if _, ok := seen.headers[PeerField]; ok {
+			t.Fatalf("%s reached the chain", PeerField)
+		}
 	}
-	seen := f.last(t)
-	if seen.key != "/invoke/billing/method/pay" || seen.remote != "127.0.0.1" {
-		t.Fatalf("key %q remote %q, want the caller's 127.0.0.1", seen.key, seen.remote)
-	}
-	if _, ok := seen.headers[PeerField]; ok {
-		t.Fatalf("%s reached the chain", PeerField)
+	dial := func(t *testing.T) *grpc.ClientConn {
+		cc, err := grpc.NewClient(f.l.Addrs()[0].String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
 	}
 
-	tc := testgrpc.NewTestServiceClient(f.cc)
-	_, err = tc.UnaryCall(callCtx("dapr-app-id", "billing", PeerField, "10.0.0.1"), &testgrpc.SimpleRequest{})
-	if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
-		t.Fatalf("got %v", err)
-	}
-	seen = f.last(t)
-	if _, ok := seen.native.(*h2proxy.Stream); !ok || seen.remote != "127.0.0.1" || seen.key != "/invoke/billing/method/grpc.testing.TestService/UnaryCall" {
-		t.Fatalf("a call for another app id reached the chain as %T, key %q, remote %q", seen.native, seen.key, seen.remote)
-	}
-	if _, ok := seen.headers[PeerField]; ok {
-		t.Fatalf("%s reached the chain", PeerField)
-	}
-	// A call without dapr-app-id is grpc-go's answer: unimplemented.
-	_, err = tc.UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("got %v", err)
-	}
+	t.Run("Dapr API first", func(t *testing.T) {
+		cc := dial(t)
+		invoke(t, cc)
+		if seen := billing(t, cc); reflect.TypeOf(seen.native) == reflect.TypeOf(&h2proxy.Stream{}) {
+			t.Fatal("a proxied call on a Dapr API connection was a frame call")
+		}
+	})
+	t.Run("proxied call first", func(t *testing.T) {
+		cc := dial(t)
+		if seen := billing(t, cc); reflect.TypeOf(seen.native) != reflect.TypeOf(&h2proxy.Stream{}) {
+			t.Fatalf("the chain got a %T, want an *h2proxy.Stream", seen.native)
+		}
+		invoke(t, cc)
+		// A call without dapr-app-id is grpc-go's answer: unimplemented.
+		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+		if status.Code(err) != codes.Unimplemented {
+			t.Fatalf("got %v", err)
+		}
+	})
 }
 
 // TestGRPCGoMode: with grpc_frame_proxy off, our own app's calls are
@@ -319,3 +356,31 @@ func BenchmarkProxyFrames(b *testing.B) { benchmarkProxy(b, true) }
 
 // BenchmarkProxyGRPCGo is the same with grpc_frame_proxy off.
 func BenchmarkProxyGRPCGo(b *testing.B) { benchmarkProxy(b, false) }
+
+func benchmarkInvoke(b *testing.B, frameProxy bool) {
+	f := startFixture(b, frameProxy, func(ex *filters.Exchange) error {
+		ex.Resp.SetBodyString("ok")
+		return errAnswered
+	})
+	dc := runtimev1pb.NewDaprClient(f.cc)
+	req := &runtimev1pb.InvokeServiceRequest{Id: "orders", Message: &commonv1pb.InvokeRequest{Method: "m"}}
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := dc.InvokeService(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkInvokeServiceFrames is one InvokeService call that the chain
+// answers, in frame mode: the call crosses the frame server to the grpc-go
+// server in-process.
+func BenchmarkInvokeServiceFrames(b *testing.B) { benchmarkInvoke(b, true) }
+
+// BenchmarkInvokeServiceGRPCGo is the same with grpc-go on the port.
+func BenchmarkInvokeServiceGRPCGo(b *testing.B) { benchmarkInvoke(b, false) }

@@ -17,8 +17,8 @@ import (
 
 const invocationService = "/dapr.proto.internals.v1.ServiceInvocation/"
 
-func takeProxied(st *h2proxy.Stream) bool {
-	return !strings.HasPrefix(st.FullMethod(), invocationService)
+func takeProxied(path, _ string) bool {
+	return !strings.HasPrefix(path, invocationService)
 }
 
 // proxyFrames runs a forwarded proxied call through the chain for our app.
