@@ -381,8 +381,12 @@ func (c *Cluster) bridge(ctx context.Context, cn *conn, st *h2proxy.Stream) erro
 		case "dapr-api-token":
 			continue
 		case "grpc-timeout":
-			// A new value on every call: kept out of HPACK's table, so
-			// that the fields that repeat keep their indexes.
+			// What is left of the deadline; a new value on every call,
+			// kept out of HPACK's table so that the fields that repeat
+			// keep their indexes.
+			if v, ok := h2proxy.RemainingTimeout(ctx); ok {
+				f.Value = v
+			}
 			f.Sensitive = true
 		}
 		fields = append(fields, f)

@@ -585,3 +585,19 @@ func TestWindowFromSettings(t *testing.T) {
 		t.Fatalf("trailer %v", cs.Trailer())
 	}
 }
+
+func TestTimeoutCoding(t *testing.T) {
+	for _, d := range []time.Duration{time.Nanosecond, 99999999, 100000000, 1500 * time.Millisecond, 3 * time.Hour, 2000000 * time.Hour} {
+		v := EncodeTimeout(d)
+		got, ok := Timeout(v)
+		if !ok || len(v) > 9 || got < d {
+			t.Fatalf("%v -> %q -> %v %v", d, v, got, ok)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	v, ok := RemainingTimeout(ctx)
+	if d, _ := Timeout(v); !ok || d > 2*time.Second || d < time.Second {
+		t.Fatalf("remaining %q", v)
+	}
+}

@@ -360,3 +360,33 @@ func containsPercent(s string) bool {
 func (st *Stream) DeleteField(name string) {
 	st.fields = slices.DeleteFunc(st.fields, func(f hpack.HeaderField) bool { return f.Name == name })
 }
+
+// EncodeTimeout formats d as a grpc-timeout value: at most eight digits, in
+// the finest unit that fits (as grpc-go does).
+func EncodeTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "0n"
+	}
+	const max = 99999999
+	for _, u := range []struct {
+		d time.Duration
+		c string
+	}{{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}} {
+		if n := (d + u.d - 1) / u.d; n <= max {
+			return strconv.FormatInt(int64(n), 10) + u.c
+		}
+	}
+	n := min((d+time.Hour-1)/time.Hour, max)
+	return strconv.FormatInt(int64(n), 10) + "H"
+}
+
+// RemainingTimeout returns the grpc-timeout to send upstream for a call
+// under ctx: what is left of its deadline, so that the next hop does not
+// start the caller's whole timeout afresh.
+func RemainingTimeout(ctx context.Context) (string, bool) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return "", false
+	}
+	return EncodeTimeout(time.Until(dl)), true
+}

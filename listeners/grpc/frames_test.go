@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,9 @@ func (testApp) UnaryCall(ctx context.Context, in *testgrpc.SimpleRequest) (*test
 		if !strings.HasPrefix(k, ":") {
 			out["got-"+k] = v
 		}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		out.Set("got-deadline-ms", strconv.FormatInt(time.Until(dl).Milliseconds(), 10))
 	}
 	_ = grpc.SetHeader(ctx, out)
 	if string(in.GetPayload().GetBody()) == "sleep" {
@@ -186,6 +190,28 @@ func TestFrameProxy(t *testing.T) {
 	}
 	if got := hdr.Get("got-" + PeerField); len(got) != 0 {
 		t.Fatalf("the app got %s %v", PeerField, got)
+	}
+}
+
+// TestFrameDeadline: the app gets what is left of the caller's deadline
+// after the time the call spent in the sidecar, not the whole of it.
+func TestFrameDeadline(t *testing.T) {
+	f := startFixture(t, true, func(*filters.Exchange) error {
+		time.Sleep(500 * time.Millisecond) // a slow filter
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(callCtx("dapr-app-id", "orders"), 10*time.Second)
+	defer cancel()
+	var hdr metadata.MD
+	if _, err := testgrpc.NewTestServiceClient(f.cc).UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	got := hdr.Get("got-deadline-ms")
+	if len(got) != 1 {
+		t.Fatalf("the app got no deadline: %v", hdr)
+	}
+	if ms, _ := strconv.Atoi(got[0]); ms > 9600 || ms < 5000 {
+		t.Fatalf("the app's deadline was %s ms away, want what is left of 10 s after 0.5 s", got[0])
 	}
 }
 
