@@ -2,6 +2,7 @@ package h2proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -12,14 +13,16 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Pool keeps one upstream connection to an address, dialed on first use
-// and again after it fails or the peer sent GOAWAY.
+// Pool keeps the upstream connections to an address: one while the peer
+// takes every call on it, another whenever all are at the peer's
+// SETTINGS_MAX_CONCURRENT_STREAMS, a fresh one after a connection fails or
+// the peer sent GOAWAY.
 type Pool struct {
 	addr string
 	dial func(ctx context.Context) (net.Conn, error)
 
 	mu     sync.Mutex
-	c      *Conn
+	conns  []*Conn
 	closed bool
 }
 
@@ -41,19 +44,37 @@ func NewPool(addr string, dial func(ctx context.Context) (net.Conn, error)) *Poo
 // Addr is the pool's address.
 func (p *Pool) Addr() string { return p.addr }
 
-// Get returns a usable connection, dialing one if needed. A failed dial is
-// a codes.Unavailable status.
-func (p *Pool) Get(ctx context.Context) (*Conn, error) {
+// Conns is how many connections the pool holds.
+func (p *Pool) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// open opens a stream on a connection with room for it, dialing one when
+// none has. A failed dial is a codes.Unavailable status.
+func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *stream) (*stream, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, status.Error(codes.Unavailable, "h2proxy: pool closed")
 	}
-	if p.c != nil && p.c.usable() {
-		return p.c, nil
+	// Connections that closed or got GOAWAY leave the pool; their calls in
+	// flight go on.
+	kept := p.conns[:0]
+	for _, c := range p.conns {
+		if c.usable() {
+			kept = append(kept, c)
+		}
 	}
-	// A connection that got GOAWAY serves its calls to the end; new calls
-	// take a new one.
+	clear(p.conns[len(kept):])
+	p.conns = kept
+	for _, c := range p.conns {
+		s, err := c.openStream(fields, down)
+		if !errors.Is(err, errFull) && (err == nil || c.usable()) {
+			return s, err
+		}
+	}
 	nc, err := p.dial(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connection error: %v", err)
@@ -62,33 +83,31 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connection error: %v", err)
 	}
-	p.c = c
-	return c, nil
-}
-
-// open opens a stream on the pool's connection, redialing once when the
-// connection turned out to be closing.
-func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *stream) (*stream, error) {
-	for attempt := 0; ; attempt++ {
-		c, err := p.Get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		s, err := c.openStream(fields, down)
-		if err == nil || attempt > 0 || c.usable() {
-			return s, err
-		}
+	// The peer's SETTINGS first: its stream limit and windows apply from
+	// the first call on.
+	t := time.NewTimer(DialTimeout)
+	select {
+	case <-c.settled:
+	case <-c.done:
+	case <-ctx.Done():
+	case <-t.C:
 	}
+	t.Stop()
+	if !c.usable() {
+		return nil, status.Errorf(codes.Unavailable, "connection error: the peer closed the connection")
+	}
+	p.conns = append(p.conns, c)
+	return c.openStream(fields, down)
 }
 
-// Close closes the pool's connection.
+// Close closes the pool's connections.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
-	c := p.c
-	p.c = nil
+	conns := p.conns
+	p.conns = nil
 	p.mu.Unlock()
-	if c != nil {
+	for _, c := range conns {
 		c.Close()
 	}
 }
@@ -128,6 +147,11 @@ func (c *Conn) openStream(fields []hpack.HeaderField, down *stream) (*stream, er
 		c.mu.Unlock()
 		return nil, status.Error(codes.Unavailable, "h2proxy: upstream connection is closing")
 	}
+	if c.active >= c.peerMaxStreams {
+		c.mu.Unlock()
+		return nil, errFull
+	}
+	c.active++
 	id := c.nextID
 	c.nextID += 2
 	p := &stream{c: c, id: id, sendWin: c.peerInitWin, peer: down, sentHdr: true}
@@ -136,3 +160,6 @@ func (c *Conn) openStream(fields []hpack.HeaderField, down *stream) (*stream, er
 	c.writeHeadersLocked(id, fields, false)
 	return p, nil
 }
+
+// errFull: the connection is at the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+var errFull = errors.New("h2proxy: upstream connection at its stream limit")

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"slices"
@@ -76,10 +77,15 @@ type Conn struct {
 	mu       sync.Mutex
 	streams  map[uint32]*stream
 	lastPeer uint32 // server: the highest stream id the peer opened
-	goAway   bool   // no new streams
-	closed   bool
-	closeErr error
-	done     chan struct{}
+	// client: streams open, and how many the peer allows at once
+	active         uint32
+	peerMaxStreams uint32
+	settled        chan struct{} // closed at the peer's first SETTINGS
+	settledOnce    sync.Once
+	goAway         bool // no new streams
+	closed         bool
+	closeErr       error
+	done           chan struct{}
 
 	dirty []*Conn // reader: connections written to and not yet flushed
 
@@ -119,6 +125,8 @@ func newConn(nc net.Conn, server bool) *Conn {
 		idle:        make(chan struct{}),
 		flushReq:    make(chan struct{}, 1),
 	}
+	c.peerMaxStreams = math.MaxUint32 // until the peer's SETTINGS say otherwise
+	c.settled = make(chan struct{})
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.SetReuseFrames()
 	c.rf.SetMaxReadFrameSize(maxFrame) // what SETTINGS leaves at the default
@@ -546,6 +554,11 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	}
 	c.wmu.Lock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
+		if s.ID == http2.SettingMaxConcurrentStreams {
+			c.mu.Lock()
+			c.peerMaxStreams = s.Val
+			c.mu.Unlock()
+		}
 		if s.ID == http2.SettingInitialWindowSize {
 			if s.Val > 1<<31-1 {
 				return http2.ConnectionError(http2.ErrCodeFlowControl)
@@ -567,6 +580,7 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	c.writeErr(c.wf.WriteSettingsAck())
 	credits := c.drainLocked()
 	c.wmu.Unlock()
+	c.settledOnce.Do(func() { close(c.settled) })
 	c.markDirty(c)
 	for _, cr := range credits {
 		cr.s.credit(cr.n, c)

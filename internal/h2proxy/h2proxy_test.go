@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -599,5 +600,60 @@ func TestTimeoutCoding(t *testing.T) {
 	v, ok := RemainingTimeout(ctx)
 	if d, _ := Timeout(v); !ok || d > 2*time.Second || d < time.Second {
 		t.Fatalf("remaining %q", v)
+	}
+}
+
+// TestStreamLimit: an app that takes two calls at a time per connection
+// (SETTINGS_MAX_CONCURRENT_STREAMS 2) gets ten at once on more
+// connections, and none is refused.
+func TestStreamLimit(t *testing.T) {
+	a := &app{sleep: make(chan struct{}), seen: make(chan error, 16)}
+	srv := grpc.NewServer(grpc.MaxConcurrentStreams(2))
+	testgrpc.RegisterTestServiceServer(srv, a)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	pool := NewPool(ln.Addr().String(), nil)
+	t.Cleanup(pool.Close)
+	var failed atomic.Int32
+	bridge := bridgeAll(pool)
+	e := setup(t, func(*Pool) func(*Stream) {
+		return func(st *Stream) {
+			bridge(st)
+			if st.Err() != nil {
+				failed.Add(1)
+			}
+		}
+	})
+	// Warm up: the pool learns the limit from the app's SETTINGS.
+	if _, err := e.c.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			// Each call holds its stream until its deadline.
+			_, _ = e.c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("sleep")}})
+		}()
+	}
+	wg.Wait()
+	// Every call that reached the app ends there with its deadline.
+	timeout := time.After(5 * time.Second)
+	for i := 0; i < 10; i++ {
+		select {
+		case <-a.seen:
+		case <-timeout:
+			t.Fatalf("the app saw %d of the 10 calls (%d refused at the proxy)", i, failed.Load())
+		}
+	}
+	if n := pool.Conns(); n < 5 {
+		t.Fatalf("%d connections for 10 calls at 2 a connection", n)
 	}
 }

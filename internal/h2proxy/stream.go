@@ -328,6 +328,9 @@ func (s *stream) remove() {
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
 	}
+	if !c.server {
+		c.active--
+	}
 	c.mu.Unlock()
 	if s.ss != nil && c.open.Add(-1) == 0 {
 		c.mu.Lock()
