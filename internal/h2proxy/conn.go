@@ -559,6 +559,12 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 			c.peerMaxStreams = s.Val
 			c.mu.Unlock()
 		}
+		if s.ID == http2.SettingHeaderTableSize {
+			// The peer's decoder table: our encoder stays within it, and
+			// the indexes cached for the old table are void.
+			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			c.ecache.epoch++
+		}
 		if s.ID == http2.SettingInitialWindowSize {
 			if s.Val > 1<<31-1 {
 				return http2.ConnectionError(http2.ErrCodeFlowControl)

@@ -1,0 +1,104 @@
+package h2proxy
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+)
+
+// rawClient speaks HTTP/2 frame by frame, for protocol-level cases.
+type rawClient struct {
+	t   *testing.T
+	nc  net.Conn
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	hb  bytes.Buffer
+}
+
+// dialRaw connects to addr, sends the preface and SETTINGS, and decodes
+// header blocks with a table of tableSize bytes.
+func dialRaw(t *testing.T, addr string, tableSize uint32, settings ...http2.Setting) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	r := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
+	r.enc = hpack.NewEncoder(&r.hb)
+	r.fr.ReadMetaHeaders = hpack.NewDecoder(tableSize, nil)
+	if err := r.fr.WriteSettings(settings...); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// grpcRequest is the header block of a gRPC call of path.
+func grpcRequest(path string) []hpack.HeaderField {
+	return []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: path}, {Name: ":authority", Value: "x"},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}}
+}
+
+func (r *rawClient) headers(id uint32, end bool, fields ...hpack.HeaderField) {
+	r.t.Helper()
+	r.hb.Reset()
+	for _, f := range fields {
+		_ = r.enc.WriteField(f)
+	}
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hb.Bytes(),
+		EndStream: end, EndHeaders: true}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// answer reads frames until the header block that ends stream id and
+// returns its fields.
+func (r *rawClient) answer(id uint32) []hpack.HeaderField {
+	r.t.Helper()
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("stream %d: %v", id, err)
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == id && h.StreamEnded() {
+			return h.Fields
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == id {
+			r.t.Fatalf("stream %d reset: %v", id, rst.ErrCode)
+		}
+	}
+}
+
+func field(fields []hpack.HeaderField, name string) string {
+	for _, f := range fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// TestPeerHeaderTableSize: a caller whose HPACK decoder keeps no dynamic
+// table (SETTINGS_HEADER_TABLE_SIZE 0) can decode every answer.
+func TestPeerHeaderTableSize(t *testing.T) {
+	e := setup(t, func(*Pool) func(*Stream) {
+		return func(st *Stream) { st.Fail(codes.PermissionDenied, "denied", nil) }
+	})
+	r := dialRaw(t, e.proxyAddr, 0, http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+	for id := uint32(1); id <= 7; id += 2 {
+		r.headers(id, true, grpcRequest("/x.Y/Z")...)
+		if got := field(r.answer(id), "grpc-status"); got != "7" {
+			t.Fatalf("stream %d: grpc-status %q", id, got)
+		}
+	}
+}
