@@ -9,6 +9,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/protobuf/proto"
 )
 
 // rawClient speaks HTTP/2 frame by frame, for protocol-level cases.
@@ -100,5 +102,34 @@ func TestPeerHeaderTableSize(t *testing.T) {
 		if got := field(r.answer(id), "grpc-status"); got != "7" {
 			t.Fatalf("stream %d: grpc-status %q", id, got)
 		}
+	}
+}
+
+// TestTrailersBeforeBridge: a caller that ends its request with a HEADERS
+// frame (trailers) before the call is bridged still ends it upstream; the
+// app answers instead of waiting for the rest of the request.
+func TestTrailersBeforeBridge(t *testing.T) {
+	var bridge func(*Stream)
+	e := setup(t, func(p *Pool) func(*Stream) {
+		bridge = bridgeAll(p)
+		return func(st *Stream) {
+			// The whole request arrives before the call is bridged.
+			time.Sleep(200 * time.Millisecond)
+			bridge(st)
+		}
+	})
+	r := dialRaw(t, e.proxyAddr, 4096)
+	r.headers(1, false, grpcRequest("/grpc.testing.TestService/StreamingInputCall")...)
+	msg, err := proto.Marshal(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte("hi")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...)
+	if err := r.fr.WriteData(1, false, body); err != nil {
+		t.Fatal(err)
+	}
+	r.headers(1, true, hpack.HeaderField{Name: "x-trailer", Value: "1"})
+	if got := field(r.answer(1), "grpc-status"); got != "0" {
+		t.Fatalf("grpc-status %q", got)
 	}
 }

@@ -85,6 +85,11 @@ func (s *stream) onHeaders(fields []hpack.HeaderField, end bool) {
 	}
 	s.mu.Lock()
 	p := s.peer
+	if p == nil && end {
+		// Trailers that end the request before the call is bridged: the
+		// end crosses with the early data (gRPC has no request trailers).
+		s.earlyEnd = true
+	}
 	s.mu.Unlock()
 	if p != nil {
 		p.sendHeaders(fields, end, s.c)
