@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -131,5 +132,43 @@ func TestTrailersBeforeBridge(t *testing.T) {
 	r.headers(1, true, hpack.HeaderField{Name: "x-trailer", Value: "1"})
 	if got := field(r.answer(1), "grpc-status"); got != "0" {
 		t.Fatalf("grpc-status %q", got)
+	}
+}
+
+// TestFailAfterEnd: Fail on a call whose answer already ended sends
+// nothing more and leaves its outcome (as Bridge's ctx.Done branch may,
+// when the answer completes as the call's context is cancelled).
+func TestFailAfterEnd(t *testing.T) {
+	errc := make(chan error, 1)
+	e := setup(t, func(*Pool) func(*Stream) {
+		return func(st *Stream) {
+			st.Fail(codes.PermissionDenied, "first", nil)
+			st.Fail(codes.Internal, "second", nil)
+			errc <- st.Err()
+		}
+	})
+	r := dialRaw(t, e.proxyAddr, 4096)
+	r.headers(1, true, grpcRequest("/x.Y/Z")...)
+	if got := field(r.answer(1), "grpc-status"); got != "7" {
+		t.Fatalf("grpc-status %q", got)
+	}
+	if err := <-errc; status.Code(err) != codes.PermissionDenied {
+		t.Errorf("outcome %v", err)
+	}
+	// A PING's ack follows whatever the second Fail wrote.
+	if err := r.fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+		if f.Header().StreamID == 1 {
+			t.Fatalf("%v on stream 1 after its END_STREAM", f.Header().Type)
+		}
 	}
 }

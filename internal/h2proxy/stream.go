@@ -243,11 +243,12 @@ func (s *stream) writeDataLocked(data []byte, end bool) []byte {
 	return nil
 }
 
-// sendHeaders sends HEADERS on s, after any queued data.
+// sendHeaders sends HEADERS on s, after any queued data; nothing once
+// END_STREAM was written or queued.
 func (s *stream) sendHeaders(fields []hpack.HeaderField, end bool, rd *Conn) {
 	c := s.c
 	c.wmu.Lock()
-	if s.resetOut || c.werr != nil {
+	if s.resetOut || c.werr != nil || s.sentEnd || len(s.q) > 0 && s.q[len(s.q)-1].end {
 		c.wmu.Unlock()
 		return
 	}
