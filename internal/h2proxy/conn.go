@@ -27,6 +27,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -70,7 +71,8 @@ type Conn struct {
 	peerInitWin int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	blocked     []*stream
 	werr        error
-	nextID      uint32 // client: the next stream id to open
+	wdlRefresh  time.Time // when the write deadline is next moved on
+	nextID      uint32    // client: the next stream id to open
 
 	recvUnacked int64 // reader: connection-level data not yet credited
 
@@ -113,10 +115,10 @@ type Conn struct {
 
 func newConn(nc net.Conn, server bool) *Conn {
 	c := &Conn{
-		nc:          nc,
-		server:      server,
-		br:          bufio.NewReaderSize(nc, bufSize),
-		bw:          bufio.NewWriterSize(nc, bufSize),
+		nc:     nc,
+		server: server,
+		br:     bufio.NewReaderSize(nc, bufSize),
+
 		sendWin:     defaultWindow,
 		peerInitWin: defaultWindow,
 		streams:     make(map[uint32]*stream),
@@ -127,6 +129,7 @@ func newConn(nc net.Conn, server bool) *Conn {
 	}
 	c.peerMaxStreams = math.MaxUint32 // until the peer's SETTINGS say otherwise
 	c.settled = make(chan struct{})
+	c.bw = bufio.NewWriterSize(stallWriter{c}, bufSize)
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.SetReuseFrames()
 	c.rf.SetMaxReadFrameSize(maxFrame) // what SETTINGS leaves at the default
@@ -240,6 +243,28 @@ func (c *Conn) flushLocked() {
 			go c.fail(fmt.Errorf("h2proxy: write: %w", err))
 		}
 	}
+}
+
+// writeStall is how long a write to a connection may wait for the peer to
+// read before the connection is closed. A connection's writes are made by
+// the readers of other connections (an answer by the reader of the app's
+// connection), so a caller that stops reading would otherwise stall every
+// call that shares its app connection, for as long as it likes. A peer that
+// reads, as every gRPC implementation does whatever its application does,
+// never comes near it.
+const writeStall = 5 * time.Second
+
+// stallWriter is the socket under a connection's buffered writer: every
+// write has a deadline at least writeStall/2 away (under wmu).
+type stallWriter struct{ c *Conn }
+
+func (w stallWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if now := time.Now(); now.After(c.wdlRefresh) {
+		_ = c.nc.SetWriteDeadline(now.Add(writeStall))
+		c.wdlRefresh = now.Add(writeStall / 2)
+	}
+	return c.nc.Write(p)
 }
 
 // writeErr records a write error (under wmu).

@@ -30,6 +30,8 @@ type app struct {
 	seen  chan error    // the context error a sleeping call ended with
 	// duplexEnd gets how each FullDuplexCall ended (nil: the client closed).
 	duplexEnd chan error
+	// outEnd gets the error a StreamingOutputCall failed to send with.
+	outEnd chan error
 }
 
 func (a *app) UnaryCall(ctx context.Context, in *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
@@ -54,6 +56,10 @@ func (a *app) StreamingOutputCall(in *testgrpc.StreamingOutputCallRequest, ss te
 	for _, p := range in.GetResponseParameters() {
 		body := bytes.Repeat([]byte{'x'}, int(p.GetSize()))
 		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: body}}); err != nil {
+			select {
+			case a.outEnd <- err:
+			default:
+			}
 			return err
 		}
 	}
@@ -135,7 +141,7 @@ func (e *env) startApp() {
 // onStream's handler).
 func setup(t *testing.T, onStream func(*Pool) func(*Stream)) *env {
 	t.Helper()
-	e := &env{t: t, a: &app{sleep: make(chan struct{}), seen: make(chan error, 1), duplexEnd: make(chan error, 1)}}
+	e := &env{t: t, a: &app{sleep: make(chan struct{}), seen: make(chan error, 1), duplexEnd: make(chan error, 1), outEnd: make(chan error, 1)}}
 	e.startApp()
 	pool := NewPool(e.appAddr, nil)
 	t.Cleanup(pool.Close)
