@@ -501,10 +501,15 @@ func (c *Conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) error 
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	s := c.newStream(id)
+	// The call is whole before it is in the map, so that a close from
+	// another goroutine finds its Stream; it counts as open before the lock
+	// is let go, so that Shutdown, which sets goAway under it, waits for it.
+	st := newServerStream(s, slices.Clone(fields), end)
 	c.mu.Lock()
 	if id <= c.lastPeer || c.goAway || c.closed {
 		refuse := c.goAway && id > c.lastPeer
 		c.mu.Unlock()
+		st.cancel()
 		if refuse {
 			c.resetStream(id, http2.ErrCodeRefusedStream)
 			return nil
@@ -513,9 +518,8 @@ func (c *Conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) error 
 	}
 	c.lastPeer = id
 	c.streams[id] = s
-	c.mu.Unlock()
 	c.open.Add(1)
-	st := newServerStream(s, slices.Clone(fields), end)
+	c.mu.Unlock()
 	run(c.onStream, st)
 	return nil
 }
@@ -636,6 +640,11 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return nil
 		}
 		s.sendWin += int64(f.Increment)
+		if s.sendWin > 1<<31-1 {
+			c.wmu.Unlock()
+			c.resetStream(f.StreamID, http2.ErrCodeFlowControl)
+			return nil
+		}
 	}
 	credits := c.drainLocked()
 	c.wmu.Unlock()

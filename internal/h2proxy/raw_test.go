@@ -172,3 +172,35 @@ func TestFailAfterEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowOverflow: a WINDOW_UPDATE that takes a stream's window past
+// 2^31-1 resets that stream with FLOW_CONTROL_ERROR (RFC 9113 6.9.1), and
+// the connection goes on.
+func TestWindowOverflow(t *testing.T) {
+	e := setup(t, nil)
+	r := dialRaw(t, e.proxyAddr, 4096)
+	r.headers(1, false, grpcRequest("/grpc.testing.TestService/FullDuplexCall")...)
+	if err := r.fr.WriteWindowUpdate(1, 1<<31-1); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no reset of the stream: %v", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+			if rst.ErrCode != http2.ErrCodeFlowControl {
+				t.Fatalf("reset with %v", rst.ErrCode)
+			}
+			break
+		}
+	}
+	msg := []byte{0, 0, 0, 0, 0} // an empty SimpleRequest
+	r.headers(3, false, grpcRequest("/grpc.testing.TestService/UnaryCall")...)
+	if err := r.fr.WriteData(3, true, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := field(r.answer(3), "grpc-status"); got != "0" {
+		t.Fatalf("the next call on the connection: grpc-status %q", got)
+	}
+}

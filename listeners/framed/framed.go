@@ -100,12 +100,10 @@ func (s *Server) serve(nc net.Conn) {
 	}()
 }
 
-// serveFrames serves a connection with h2proxy.
-func (s *Server) serveFrames(nc net.Conn) {
+// serveFramesLocked serves a connection with h2proxy (under mu).
+func (s *Server) serveFramesLocked(nc net.Conn) {
 	c := h2proxy.NewServerConn(context.Background(), nc, s.onStream)
-	s.mu.Lock()
 	s.conns[c] = struct{}{}
-	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

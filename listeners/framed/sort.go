@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -41,22 +42,31 @@ func (s *Server) sort(nc net.Conn) {
 	s.mu.Lock()
 	s.sorting[nc] = struct{}{}
 	s.mu.Unlock()
+	_ = nc.SetReadDeadline(time.Now().Add(sortWait))
 	take := s.firstTaken(nc)
+	_ = nc.SetReadDeadline(time.Time{})
+	pc := &listeners.PrefixConn{Conn: nc, Head: take.head}
+	// From the sorting set to the served set in one step, so that Close
+	// finds the connection in one of them.
 	s.mu.Lock()
 	delete(s.sorting, nc)
-	closed := s.isClosed()
-	s.mu.Unlock()
-	if closed {
+	if s.isClosed() {
+		s.mu.Unlock()
 		_ = nc.Close()
 		return
 	}
-	pc := &listeners.PrefixConn{Conn: nc, Head: take.head}
 	if take.frames {
-		s.serveFrames(pc)
+		s.serveFramesLocked(pc)
+		s.mu.Unlock()
 		return
 	}
+	s.mu.Unlock()
 	s.inproc.Push(pc)
 }
+
+// sortWait is how long a new connection may go without a call before it is
+// handed to grpc-go, which waits for it as it waits for any connection.
+const sortWait = 2 * time.Minute
 
 type sorted struct {
 	head   []byte
