@@ -152,9 +152,6 @@ func (c *Conn) settings() error {
 	return c.wf.WriteWindowUpdate(0, window-defaultWindow)
 }
 
-// Done is closed when the connection is closed.
-func (c *Conn) Done() <-chan struct{} { return c.done }
-
 // usable reports whether new streams may be opened.
 func (c *Conn) usable() bool {
 	c.mu.Lock()

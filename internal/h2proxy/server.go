@@ -78,9 +78,6 @@ func (st *Stream) Context() context.Context { return st.ctx }
 // RemoteAddr is the caller's address.
 func (st *Stream) RemoteAddr() net.Addr { return st.s.c.nc.RemoteAddr() }
 
-// Done is closed when the answer is complete or the stream was reset.
-func (st *Stream) Done() <-chan struct{} { return st.done }
-
 // Answered reports whether response headers were sent or queued, after
 // which a failure can no longer be a fresh answer.
 func (st *Stream) Answered() bool {
@@ -203,20 +200,10 @@ func (st *Stream) Bridge(ctx context.Context, up *Pool, fields []hpack.HeaderFie
 	return st.Err()
 }
 
-// Serve serves an accepted connection: each new call goes to onStream on a
-// goroutine of its own. ctx is the parent of every call's context. Serve
-// returns when the connection closes.
-func Serve(ctx context.Context, nc net.Conn, onStream func(*Stream)) error {
-	c := newServerConn(ctx, nc, onStream)
-	return c.serve()
-}
-
-// NewServerConn wraps an accepted connection; Serve it, Shutdown it.
+// NewServerConn wraps an accepted connection: each new call goes to
+// onStream on a goroutine of its own, with ctx the parent of every call's
+// context. Serve it, Shutdown it.
 func NewServerConn(ctx context.Context, nc net.Conn, onStream func(*Stream)) *Conn {
-	return newServerConn(ctx, nc, onStream)
-}
-
-func newServerConn(ctx context.Context, nc net.Conn, onStream func(*Stream)) *Conn {
 	c := newConn(nc, true)
 	c.ctx = ctx
 	c.onStream = onStream
@@ -225,9 +212,7 @@ func newServerConn(ctx context.Context, nc net.Conn, onStream func(*Stream)) *Co
 
 // Serve reads the client preface and serves the connection until it
 // closes.
-func (c *Conn) Serve() error { return c.serve() }
-
-func (c *Conn) serve() error {
+func (c *Conn) Serve() error {
 	var pre [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		c.fail(errors.New("h2proxy: no HTTP/2 client preface"))
