@@ -314,22 +314,33 @@ func (c *Conn) readFrames() error {
 				c.resetStream(se.StreamID, se.Code)
 				continue
 			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.wmu.Lock()
-				_ = c.wf.WriteGoAway(0, http2.ErrCode(ce), nil)
-				c.flushLocked()
-				c.wmu.Unlock()
-			}
+			c.goAwayOn(err)
 			if errors.Is(err, io.EOF) {
 				return ErrClosed
 			}
 			return err
 		}
 		if err := c.handle(f); err != nil {
+			c.goAwayOn(err)
 			return err
 		}
 	}
+}
+
+// goAwayOn tells the peer why the connection ends when err is a
+// connection error.
+func (c *Conn) goAwayOn(err error) {
+	var ce http2.ConnectionError
+	if !errors.As(err, &ce) {
+		return
+	}
+	c.mu.Lock()
+	last := c.lastPeer
+	c.mu.Unlock()
+	c.wmu.Lock()
+	_ = c.wf.WriteGoAway(last, http2.ErrCode(ce), nil)
+	c.flushLocked()
+	c.wmu.Unlock()
 }
 
 // frameBuffered reports whether a whole frame is already buffered, so that
@@ -400,6 +411,11 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return nil // a stream that ended
+	}
+	if s.recvEnd.Load() {
+		// Data after the sender's END_STREAM (RFC 9113 5.1).
+		c.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
+		return nil
 	}
 	s.onData(f.Data(), f.StreamEnded(), n)
 	return nil
@@ -580,6 +596,9 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	}
 	c.wmu.Lock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err // a connection error (RFC 9113 6.5.2)
+		}
 		if s.ID == http2.SettingMaxConcurrentStreams {
 			c.mu.Lock()
 			c.peerMaxStreams = s.Val

@@ -204,3 +204,53 @@ func TestWindowOverflow(t *testing.T) {
 		t.Fatalf("the next call on the connection: grpc-status %q", got)
 	}
 }
+
+// TestBadSettingsAndData: a SETTINGS value HTTP/2 forbids closes the
+// connection with GOAWAY; DATA after a stream's END_STREAM resets that
+// stream with STREAM_CLOSED and the connection goes on.
+func TestBadSettingsAndData(t *testing.T) {
+	e := setup(t, nil)
+	r := dialRaw(t, e.proxyAddr, 4096, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 100})
+	var code http2.ErrCode
+	for code == 0 {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY: %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			code = g.ErrCode
+		}
+	}
+	if code != http2.ErrCodeProtocol {
+		t.Fatalf("GOAWAY %v, want PROTOCOL_ERROR", code)
+	}
+
+	r = dialRaw(t, e.proxyAddr, 4096)
+	r.headers(1, false, grpcRequest("/grpc.testing.TestService/UnaryCall")...)
+	if err := r.fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteData(1, false, []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	var reset http2.ErrCode
+	for reset == 0 {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no RST_STREAM: %v", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+			reset = rst.ErrCode
+		}
+	}
+	if reset != http2.ErrCodeStreamClosed {
+		t.Fatalf("reset %v, want STREAM_CLOSED", reset)
+	}
+	r.headers(3, false, grpcRequest("/grpc.testing.TestService/UnaryCall")...)
+	if err := r.fr.WriteData(3, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if got := field(r.answer(3), "grpc-status"); got != "0" {
+		t.Fatalf("the next call on the connection: grpc-status %q", got)
+	}
+}
