@@ -682,14 +682,23 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 			if id > f.LastStreamID {
 				gone = append(gone, s)
 				delete(c.streams, id)
+				c.active--
 			}
 		}
 	}
+	drained := !c.server && c.active == 0
 	c.mu.Unlock()
 	for _, s := range gone {
 		s.connGone(errors.New("h2proxy: upstream going away"))
 	}
+	if drained {
+		c.fail(errDrained)
+	}
 }
+
+// errDrained closes a client connection whose peer said GOAWAY once its
+// last call ended.
+var errDrained = errors.New("h2proxy: upstream went away and its last call ended")
 
 // credit is data of a stream that was forwarded and may be credited back
 // to the stream's sender.

@@ -2,13 +2,18 @@ package h2proxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -252,5 +257,75 @@ func TestBadSettingsAndData(t *testing.T) {
 	}
 	if got := field(r.answer(3), "grpc-status"); got != "0" {
 		t.Fatalf("the next call on the connection: grpc-status %q", got)
+	}
+}
+
+// TestGoAwayDrained: an app that says GOAWAY but keeps its connection open
+// has it closed by the proxy once the last call on it ended, and the next
+// call goes on a new connection.
+func TestGoAwayDrained(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	closed := make(chan struct{}, 4)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				pre := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(nc, pre); err != nil {
+					return
+				}
+				fr := http2.NewFramer(nc, nc)
+				_ = fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						closed <- struct{}{} // the proxy closed the connection
+						return
+					}
+					if d, ok := f.(*http2.DataFrame); ok && d.StreamEnded() {
+						_ = fr.WriteGoAway(d.StreamID, http2.ErrCodeNo, nil)
+						var hb bytes.Buffer
+						enc := hpack.NewEncoder(&hb)
+						for _, hf := range []hpack.HeaderField{{Name: ":status", Value: "200"},
+							{Name: "content-type", Value: "application/grpc"}, {Name: "grpc-status", Value: "0"}} {
+							_ = enc.WriteField(hf)
+						}
+						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: d.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+					}
+				}
+			}()
+		}
+	}()
+	pool := NewPool(ln.Addr().String(), nil)
+	t.Cleanup(pool.Close)
+	e := setup(t, func(*Pool) func(*Stream) { return bridgeAll(pool) })
+	cc, err := grpc.NewClient(e.proxyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for i := 0; i < 2; i++ {
+		cs, err := cc.NewStream(context.Background(), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/x.Y/Z")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = cs.SendMsg(&testgrpc.Payload{})
+		_ = cs.CloseSend()
+		if err := cs.RecvMsg(&testgrpc.Payload{}); !errors.Is(err, io.EOF) {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d: the connection the app said GOAWAY on is still open", i)
+		}
 	}
 }

@@ -334,10 +334,17 @@ func (s *stream) remove() {
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
 	}
+	drained := false
 	if !c.server {
 		c.active--
+		drained = c.goAway && c.active == 0
 	}
 	c.mu.Unlock()
+	if drained {
+		// The peer said GOAWAY and the last call on it ended: nothing
+		// will use the connection again.
+		go c.fail(errDrained)
+	}
 	if s.ss != nil && c.open.Add(-1) == 0 {
 		c.mu.Lock()
 		draining := c.goAway
