@@ -21,9 +21,10 @@ type Pool struct {
 	addr string
 	dial func(ctx context.Context) (net.Conn, error)
 
-	mu     sync.Mutex
-	conns  []*Conn
-	closed bool
+	mu      sync.Mutex
+	conns   []*Conn
+	dialing chan struct{} // closed when the dial under way ends; nil: none
+	closed  bool
 }
 
 // DialTimeout bounds a dial when the caller's context has no deadline.
@@ -52,52 +53,93 @@ func (p *Pool) Conns() int {
 }
 
 // open opens a stream on a connection with room for it, dialing one when
-// none has. A failed dial is a codes.Unavailable status.
+// none has. One dial at a time: the calls that need a connection meanwhile
+// wait for it, each until its own context ends. A failed dial is a
+// codes.Unavailable status.
 func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *stream) (*stream, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil, status.Error(codes.Unavailable, "h2proxy: pool closed")
-	}
-	// Connections that closed or got GOAWAY leave the pool; their calls in
-	// flight go on.
-	kept := p.conns[:0]
-	for _, c := range p.conns {
-		if c.usable() {
-			kept = append(kept, c)
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, status.Error(codes.Unavailable, "h2proxy: pool closed")
 		}
-	}
-	clear(p.conns[len(kept):])
-	p.conns = kept
-	for _, c := range p.conns {
-		s, err := c.openStream(fields, down)
-		if !errors.Is(err, errFull) && (err == nil || c.usable()) {
-			return s, err
+		// Connections that closed or got GOAWAY leave the pool; their calls
+		// in flight go on.
+		kept := p.conns[:0]
+		for _, c := range p.conns {
+			if c.usable() {
+				kept = append(kept, c)
+			}
 		}
+		clear(p.conns[len(kept):])
+		p.conns = kept
+		for _, c := range p.conns {
+			s, err := c.openStream(fields, down)
+			if !errors.Is(err, errFull) && (err == nil || c.usable()) {
+				p.mu.Unlock()
+				return s, err
+			}
+		}
+		if wait := p.dialing; wait != nil {
+			p.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		done := make(chan struct{})
+		p.dialing = done
+		p.mu.Unlock()
+		c, err := p.connect(ctx)
+		p.mu.Lock()
+		p.dialing = nil
+		close(done)
+		if err == nil && p.closed {
+			c.Close()
+			err = status.Error(codes.Unavailable, "h2proxy: pool closed")
+		}
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		p.conns = append(p.conns, c)
+		p.mu.Unlock()
 	}
+}
+
+// connect dials a connection and waits for the peer's SETTINGS, so that its
+// stream limit and windows apply from the first call on.
+func (p *Pool) connect(ctx context.Context) (*Conn, error) {
 	nc, err := p.dial(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The call's deadline or cancellation, not the app's fault.
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		return nil, status.Errorf(codes.Unavailable, "connection error: %v", err)
 	}
 	c, err := Client(nc)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connection error: %v", err)
 	}
-	// The peer's SETTINGS first: its stream limit and windows apply from
-	// the first call on.
 	t := time.NewTimer(DialTimeout)
+	defer t.Stop()
 	select {
 	case <-c.settled:
 	case <-c.done:
 	case <-ctx.Done():
+		c.Close()
+		return nil, status.FromContextError(ctx.Err()).Err()
 	case <-t.C:
+		c.Close()
+		return nil, status.Error(codes.Unavailable, "connection error: no HTTP/2 SETTINGS from the peer")
 	}
-	t.Stop()
 	if !c.usable() {
-		return nil, status.Errorf(codes.Unavailable, "connection error: the peer closed the connection")
+		return nil, status.Error(codes.Unavailable, "connection error: the peer closed the connection")
 	}
-	p.conns = append(p.conns, c)
-	return c.openStream(fields, down)
+	return c, nil
 }
 
 // Close closes the pool's connections.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -327,5 +328,84 @@ func TestGoAwayDrained(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("call %d: the connection the app said GOAWAY on is still open", i)
 		}
+	}
+}
+
+// TestHungApp: an app that accepts connections and never speaks HTTP/2
+// fails each call when that call's deadline ends: calls waiting for the
+// connection another call is dialing do not wait past their own deadline.
+func TestHungApp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = nc.Close() })
+		}
+	}()
+	pool := NewPool(ln.Addr().String(), nil)
+	t.Cleanup(pool.Close)
+	bridge := bridgeAll(pool)
+	held := make(chan time.Duration, 16) // how long the proxy held each short call
+	e := setup(t, func(*Pool) func(*Stream) {
+		return func(st *Stream) {
+			begin := time.Now()
+			bridge(st)
+			if d, _ := Timeout(st.Header("grpc-timeout")); d < time.Second {
+				held <- time.Since(begin)
+			}
+		}
+	})
+	// A call with a long deadline dials first and waits for the app.
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := e.c.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	var wg sync.WaitGroup
+	took := make(chan time.Duration, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			begin := time.Now()
+			_, err := e.c.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Errorf("got %v", err)
+			}
+			took <- time.Since(begin)
+		}()
+	}
+	wg.Wait()
+	close(took)
+	for d := range took {
+		if d > 2*time.Second {
+			t.Fatalf("a call with a 300 ms deadline took %v", d)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		select {
+		case d := <-held:
+			if d > 2*time.Second {
+				t.Fatalf("the proxy held a call with a 300 ms deadline for %v", d)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("the proxy still holds %d calls with a 300 ms deadline", 8-i)
+		}
+	}
+	// The first call gives up on the app's SETTINGS after DialTimeout.
+	if err := <-first; status.Code(err) != codes.Unavailable {
+		t.Fatalf("the first call: %v", err)
 	}
 }
