@@ -364,9 +364,10 @@ func (c *Cluster) deliver(ctx context.Context, cc *grpc.ClientConn, ex *filters.
 }
 
 // bridge forwards a proxied call's HTTP/2 frames to the app's gRPC server
-// (the gRPC API listener's frame mode). The app gets the caller's header
-// fields as they came, with its own :authority and the app API token in
-// place of the caller's Dapr API token; grpc-timeout crosses unchanged.
+// (the listeners' frame mode). The app gets the caller's header fields as
+// they came, with its own :authority, the app API token in place of the
+// caller's Dapr API token, and what is left of the deadline in
+// grpc-timeout.
 func (c *Cluster) bridge(ctx context.Context, cn *conn, st *h2proxy.Stream) error {
 	cn.frameOnce.Do(func() { cn.frames = h2proxy.NewPool(cn.addr, nil) })
 	if cn.frames == nil {
@@ -381,13 +382,7 @@ func (c *Cluster) bridge(ctx context.Context, cn *conn, st *h2proxy.Stream) erro
 		case "dapr-api-token":
 			continue
 		case "grpc-timeout":
-			// What is left of the deadline; a new value on every call,
-			// kept out of HPACK's table so that the fields that repeat
-			// keep their indexes.
-			if v, ok := h2proxy.RemainingTimeout(ctx); ok {
-				f.Value = v
-			}
-			f.Sensitive = true
+			f = h2proxy.UpstreamTimeout(ctx, f)
 		}
 		fields = append(fields, f)
 	}

@@ -693,10 +693,7 @@ func (c *Cluster) bridge(ctx context.Context, st *h2proxy.Stream) error {
 		case grpcwire.MDAppID:
 			hasAppID = true
 		case "grpc-timeout":
-			if v, ok := h2proxy.RemainingTimeout(ctx); ok {
-				f.Value = v // what is left of the deadline
-			}
-			f.Sensitive = true // see grpcapp: a new value every call
+			f = h2proxy.UpstreamTimeout(ctx, f)
 		}
 		fields = append(fields, f)
 	}

@@ -63,23 +63,25 @@ func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *strea
 			p.mu.Unlock()
 			return nil, status.Error(codes.Unavailable, "h2proxy: pool closed")
 		}
-		// Connections that closed or got GOAWAY leave the pool; their calls
-		// in flight go on.
+		// A connection that cannot open a stream for any reason but its
+		// stream limit is closing (it failed or got GOAWAY): it leaves the
+		// pool, and its calls in flight go on.
 		kept := p.conns[:0]
-		for _, c := range p.conns {
-			if c.usable() {
+		for i, c := range p.conns {
+			s, err := c.openStream(fields, down)
+			if err == nil {
+				kept = append(kept, p.conns[i:]...) // c and those not tried
+				clear(p.conns[len(kept):])
+				p.conns = kept
+				p.mu.Unlock()
+				return s, nil
+			}
+			if errors.Is(err, errFull) {
 				kept = append(kept, c)
 			}
 		}
 		clear(p.conns[len(kept):])
 		p.conns = kept
-		for _, c := range p.conns {
-			s, err := c.openStream(fields, down)
-			if !errors.Is(err, errFull) && (err == nil || c.usable()) {
-				p.mu.Unlock()
-				return s, err
-			}
-		}
 		if wait := p.dialing; wait != nil {
 			p.mu.Unlock()
 			select {

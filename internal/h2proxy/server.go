@@ -375,3 +375,15 @@ func RemainingTimeout(ctx context.Context) (string, bool) {
 	}
 	return EncodeTimeout(time.Until(dl)), true
 }
+
+// UpstreamTimeout is the grpc-timeout field f as it goes upstream for a
+// call under ctx: what is left of the deadline, never indexed, since a new
+// value on every call would otherwise move the HPACK indexes of the fields
+// that repeat.
+func UpstreamTimeout(ctx context.Context, f hpack.HeaderField) hpack.HeaderField {
+	if v, ok := RemainingTimeout(ctx); ok {
+		f.Value = v
+	}
+	f.Sensitive = true
+	return f
+}

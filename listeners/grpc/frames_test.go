@@ -249,20 +249,26 @@ func TestFrameSorting(t *testing.T) {
 		}
 		return nil
 	})
+	// sawCaller checks the chain's last call: its route key, the caller's
+	// own address and no PeerField among its headers.
+	sawCaller := func(t *testing.T, key string) seenCall {
+		t.Helper()
+		seen := f.last(t)
+		if seen.key != key || seen.remote != "127.0.0.1" {
+			t.Fatalf("key %q remote %q, want %q from the caller's 127.0.0.1", seen.key, seen.remote, key)
+		}
+		if _, ok := seen.headers[PeerField]; ok {
+			t.Fatalf("%s reached the chain", PeerField)
+		}
+		return seen
+	}
 	billing := func(t *testing.T, cc *grpc.ClientConn) seenCall {
 		t.Helper()
 		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(callCtx("dapr-app-id", "billing", PeerField, "10.0.0.1"), &testgrpc.SimpleRequest{})
 		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
 			t.Fatalf("got %v", err)
 		}
-		seen := f.last(t)
-		if seen.remote != "127.0.0.1" || seen.key != "/invoke/billing/method/grpc.testing.TestService/UnaryCall" {
-			t.Fatalf("key %q remote %q", seen.key, seen.remote)
-		}
-		if _, ok := seen.headers[PeerField]; ok {
-			t.Fatalf("%s reached the chain", PeerField)
-		}
-		return seen
+		return sawCaller(t, "/invoke/billing/method/grpc.testing.TestService/UnaryCall")
 	}
 	invoke := func(t *testing.T, cc *grpc.ClientConn) {
 		t.Helper()
@@ -276,13 +282,7 @@ func TestFrameSorting(t *testing.T) {
 		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "no billing here" {
 			t.Fatalf("InvokeService: %v", err)
 		}
-		seen := f.last(t)
-		if seen.key != "/invoke/billing/method/pay" || seen.remote != "127.0.0.1" {
-			t.Fatalf("key %q remote %q, want the caller's 127.0.0.1", seen.key, seen.remote)
-		}
-		if _, ok := seen.headers[PeerField]; ok {
-			t.Fatalf("%s reached the chain", PeerField)
-		}
+		sawCaller(t, "/invoke/billing/method/pay")
 	}
 	dial := func(t *testing.T) *grpc.ClientConn {
 		cc, err := grpc.NewClient(f.l.Addrs()[0].String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -26,20 +26,7 @@ func echoApp(t *testing.T) string {
 	t.Helper()
 	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
 		md, _ := metadata.FromIncomingContext(ss.Context())
-		if err := ss.SendHeader(metadata.Pairs("x-caller", first(md.Get(grpcwire.MDCallerID)))); err != nil {
-			return err
-		}
-		f := new(grpcwire.Frame)
-		for {
-			if err := ss.RecvMsg(f); errors.Is(err, io.EOF) {
-				return nil
-			} else if err != nil {
-				return err
-			}
-			if err := ss.SendMsg(f); err != nil {
-				return err
-			}
-		}
+		return echo(ss, metadata.Pairs("x-caller", first(md.Get(grpcwire.MDCallerID))))
 	}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,6 +35,24 @@ func echoApp(t *testing.T) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String()
+}
+
+// echo sends hdr, then every message of ss back until the caller ends.
+func echo(ss grpc.ServerStream, hdr metadata.MD) error {
+	if err := ss.SendHeader(hdr); err != nil {
+		return err
+	}
+	f := new(grpcwire.Frame)
+	for {
+		if err := ss.RecvMsg(f); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := ss.SendMsg(f); err != nil {
+			return err
+		}
+	}
 }
 
 // chat sends three messages on an echoed stream, checks each comes back,

@@ -472,21 +472,7 @@ func TestProxy(t *testing.T) {
 		if string(ex.Method) == "my.pkg.Greeter/Deny" {
 			return filters.NewError(filters.ErrCodePermissionDenied, http.StatusForbidden, codes.PermissionDenied, "denied")
 		}
-		ss := ex.Stream.Native().(grpc.ServerStream)
-		if err := ss.SendHeader(metadata.Pairs("x-app", "1")); err != nil {
-			return err
-		}
-		f := new(grpcwire.Frame)
-		for {
-			if err := ss.RecvMsg(f); errors.Is(err, io.EOF) {
-				return nil
-			} else if err != nil {
-				return err
-			}
-			if err := ss.SendMsg(f); err != nil {
-				return err
-			}
-		}
+		return echo(ex.Stream.Native().(grpc.ServerStream), metadata.Pairs("x-app", "1"))
 	})
 	ctx := metadata.AppendToOutgoingContext(ctx10(t), "dapr-caller-app-id", "checkout", "x-custom", "c", "trace-bin", "\x00\x01")
 	cs, err := s.conn.NewStream(ctx, grpcwire.StreamDesc, "/my.pkg.Greeter/Chat")
