@@ -88,7 +88,7 @@ var settings = []setting{
 		set: func(c *Config, v any) (err error) { c.DaprConfig, err = asStrings(v); return }},
 	{key: "log_level", flag: "log-level", def: "info", usage: "Log level: debug, info, warn, error or fatal",
 		set: func(c *Config, v any) (err error) { c.LogLevel, err = asString(v); return }},
-	{key: "internal_http", flag: "internal-http", def: true, usage: "Let invocations between switchyard sidecars use HTTP/1.1 on the internal port (gRPC with any other peer)",
+	{key: "internal_http", flag: "internal-http", def: true, usage: "Let invocations between switchyard sidecars use the peer link (HTTP/1.1 messages multiplexed on one connection) on the internal port (gRPC with any other peer)",
 		set: func(c *Config, v any) (err error) {
 			b, err := asBool(v)
 			c.InternalHTTP = &b

@@ -6,10 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 
 	"github.com/switchyard-proxy/switchyard/internal/h2proxy"
+	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 )
 
 // conns is the process's pool of connections to peer sidecars, one per
@@ -30,10 +30,10 @@ type sharedConn struct {
 	refs int // guarded by connPool.mu
 	mu   sync.Mutex
 	cur  atomic.Pointer[grpc.ClientConn]
-	// The HTTP/1.1 peer link to the address (httplink.go): whether the
-	// peer offered it, and its client, made on first use.
+	// The peer link to the address (httplink.go): whether the peer
+	// offered it, and its client, made on first use.
 	linkOK atomic.Bool
-	hc     atomic.Pointer[fasthttp.HostClient]
+	lc     atomic.Pointer[peerhttp.Client]
 	// The HTTP/2 connection that carries gRPC proxying calls frame by
 	// frame (the gRPC API listener's frame mode), made on first use.
 	frames atomic.Pointer[h2proxy.Pool]
@@ -66,8 +66,8 @@ func (p *connPool) release(s *sharedConn) {
 		if cc := s.cur.Swap(nil); cc != nil {
 			_ = cc.Close()
 		}
-		if hc := s.hc.Load(); hc != nil {
-			hc.CloseIdleConnections()
+		if lc := s.lc.Swap(nil); lc != nil {
+			lc.Close()
 		}
 		if fp := s.frames.Swap(nil); fp != nil {
 			fp.Close()

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -19,88 +18,31 @@ import (
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 )
 
-// A peer sidecar that is switchyard offers HTTP/1.1 on its internal port
-// (peerhttp). Unary invocations of such an endpoint go over a pooled
-// keep-alive fasthttp client instead of grpc-go, which costs each of the two
-// sidecars about half the CPU per call; gRPC proxying streams stay on gRPC.
+// A peer sidecar that is switchyard offers the peer link on its internal
+// port (peerhttp). Unary invocations of such an endpoint go over one
+// multiplexed connection instead of grpc-go: many calls share it, and what
+// several calls send at about the same time leaves in one write. gRPC
+// proxying streams stay on HTTP/2.
 
-// linkIdle is how long an idle link connection is kept. The callee keeps
-// them longer (peerhttp's server side), so the caller is the one to close.
+// linkIdle is how long an unused link connection is kept. The callee keeps
+// it for as long as the caller does.
 const linkIdle = 30 * time.Second
 
-// link returns the HTTP/1.1 client of the endpoint's address, made on first
-// use and shared by every cluster with an endpoint there.
-func (s *sharedConn) link(connectTimeout time.Duration) *fasthttp.HostClient {
-	if hc := s.hc.Load(); hc != nil {
-		return hc
+// link returns the link client of the endpoint's address, made on first use
+// and shared by every cluster with an endpoint there.
+func (s *sharedConn) link(connectTimeout time.Duration) *peerhttp.Client {
+	if lc := s.lc.Load(); lc != nil {
+		return lc
 	}
-	dialer := &fasthttp.TCPDialer{}
-	hc := &fasthttp.HostClient{
-		Addr:                          s.addr,
-		MaxConns:                      1024,
-		MaxIdleConnDuration:           linkIdle,
-		ReadBufferSize:                16 << 10,
-		WriteBufferSize:               16 << 10,
-		NoDefaultUserAgentHeader:      true,
-		DisableHeaderNamesNormalizing: true,
-		DisablePathNormalizing:        true,
-		Dial: func(a string) (net.Conn, error) {
-			c, err := dialer.DialTimeout(a, connectTimeout)
-			if err != nil {
-				return nil, err
-			}
-			return &linkConn{Conn: c, fd: socketOf(c)}, nil
-		},
-		// Only a kept-alive connection the callee closed while it was idle
-		// (it restarted, say), found before a byte of the request was
-		// written, is tried again here, on a new connection, since the
-		// other idle ones are likely as stale. A connection closed after
-		// the request was written may have delivered it to the app: that,
-		// like every other failure, is the cluster's to retry, by daprd's
-		// rules.
-		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
-			if !errors.Is(err, errStaleConn) {
-				return false, false
-			}
-			if hc := s.hc.Load(); hc != nil {
-				hc.CloseIdleConnections()
-			}
-			return false, true
-		},
+	dialer := &net.Dialer{Timeout: connectTimeout}
+	lc := peerhttp.NewClient(s.addr, func(ctx context.Context) (net.Conn, error) {
+		return dialer.DialContext(ctx, "tcp", s.addr)
+	}, linkIdle)
+	if s.lc.CompareAndSwap(nil, lc) {
+		return lc
 	}
-	if s.hc.CompareAndSwap(nil, hc) {
-		return hc
-	}
-	return s.hc.Load()
-}
-
-// errStaleConn is a kept-alive link connection the peer closed (or wrote
-// to) while it was idle, found before anything was sent on it.
-var errStaleConn = errors.New("sidecar: kept-alive link connection closed by the peer")
-
-// linkConn is a link connection that, before the first write of a request
-// on a connection that has carried one already, checks that the peer has
-// not closed it meanwhile: a request written there would be lost, and
-// whether the peer read it could no longer be told.
-type linkConn struct {
-	net.Conn
-	fd     int  // the socket, for the peek (-1: none)
-	reused bool // a response was read: the next write starts a new request
-}
-
-func (c *linkConn) Read(p []byte) (int, error) {
-	c.reused = true
-	return c.Conn.Read(p)
-}
-
-func (c *linkConn) Write(p []byte) (int, error) {
-	if c.reused {
-		c.reused = false
-		if idleClosed(c.fd) {
-			return 0, errStaleConn
-		}
-	}
-	return c.Conn.Write(p)
+	lc.Close()
+	return s.lc.Load()
 }
 
 var (
@@ -118,7 +60,7 @@ var (
 // Handle retries and ejects the same way for both transports; the peer's
 // own errors come back as *filters.Error.
 func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exchange) error {
-	hc := ep.shared.link(c.opts.ConnectTimeout)
+	lc := ep.shared.link(c.opts.ConnectTimeout)
 	req := ex.Req
 	h := &req.Header
 	peerhttp.PrepareRequest(h)
@@ -140,19 +82,16 @@ func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exch
 	req.SetRequestURIBytes(buf)
 	h.SetHost(ep.addr)
 
-	var err error
 	if dl, ok := ctx.Deadline(); ok {
 		// The callee's chain gets the deadline, as from a CallLocal's
 		// grpc-timeout (rounded up, as grpc-go does).
 		var b [20]byte
 		us := max((time.Until(dl)+time.Microsecond-1)/time.Microsecond, 1)
 		h.SetBytesKV(hdrTimeoutB, strconv.AppendInt(b[:0], int64(us), 10))
-		err = hc.DoDeadline(req, ex.Resp, dl)
 	} else {
 		h.DelBytes(hdrTimeoutB)
-		err = hc.Do(req, ex.Resp)
 	}
-	if err != nil {
+	if err := lc.Do(ctx, req, ex.Resp); err != nil {
 		return c.linkError(ep, err)
 	}
 	resp := ex.Resp
@@ -173,23 +112,19 @@ func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exch
 
 // linkError maps a transport failure of the link to the status the gRPC
 // transport would have given, and stops using the link after a failure
-// that is not a refused connection.
+// that is not a refused connection or the call's own deadline.
 func (c *Cluster) linkError(ep *endpoint, err error) error {
-	var op *net.OpError
 	switch {
-	case errors.As(err, &op) && op.Op == "dial", errors.Is(err, fasthttp.ErrDialTimeout):
-		// notSent recognises "while dialing": the request never left.
-		return status.Errorf(codes.Unavailable, "connection error: while dialing %s: %v", ep.addr, err)
-	case errors.Is(err, fasthttp.ErrTimeout):
+	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, fasthttp.ErrNoFreeConns):
-		return status.Errorf(codes.ResourceExhausted, "peer %s: %v", ep.addr, err)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, peerhttp.ErrNotSent):
+		// notSent recognises it: the call may go again, anywhere.
+		return status.Error(codes.Unavailable, err.Error())
 	}
 	ep.shared.linkOK.Store(false)
-	if errors.Is(err, fasthttp.ErrConnectionClosed) {
-		return status.Errorf(codes.Unavailable, "peer %s closed the connection before answering", ep.addr)
-	}
-	return status.Errorf(codes.Unavailable, "peer %s: %v", ep.addr, err)
+	return status.Error(codes.Unavailable, err.Error())
 }
 
 // takeTrailers moves the gRPC trailers the peer sent as headers into the
@@ -226,10 +161,10 @@ func takeTrailers(ex *filters.Exchange) {
 }
 
 // noteOffer records whether a CallLocal answer's header metadata offered
-// the link.
+// the multiplexed link (a peer that offers only version 1 stays on gRPC).
 func (ep *endpoint) noteOffer(md metadata.MD) {
 	for _, v := range md.Get(peerhttp.MDOffer) {
-		if v == peerhttp.Version {
+		if v == peerhttp.MuxVersion {
 			ep.shared.linkOK.Store(true)
 			return
 		}

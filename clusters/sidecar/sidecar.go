@@ -369,7 +369,7 @@ func notSent(st *status.Status) bool {
 		return false
 	}
 	m := st.Message()
-	return strings.Contains(m, "while dialing") || strings.Contains(m, "connection refused") ||
+	return strings.Contains(m, "while dialing") || strings.Contains(m, peerhttp.ErrNotSent.Error()) || strings.Contains(m, "connection refused") ||
 		strings.Contains(m, "no such host") || strings.Contains(m, "connect: ")
 }
 

@@ -64,6 +64,7 @@ type Listener struct {
 	// gives up waiting, as srv.Stop cancels gRPC calls: fasthttp's own
 	// request context is canceled as soon as a shutdown begins.
 	link       *fasthttp.Server
+	link2      *peerhttp.Server // the multiplexed form (version 2)
 	linkServed atomic.Uint64
 	linkCtx    context.Context
 	linkStop   context.CancelFunc
@@ -77,7 +78,9 @@ var (
 	_ internalv1pb.ServiceInvocationServer = (*Listener)(nil)
 )
 
-var linkOffer = metadata.Pairs(peerhttp.MDOffer, peerhttp.Version)
+// linkOffer offers both forms of the link: callers of this version take the
+// multiplexed one, earlier ones the first.
+var linkOffer = metadata.Pairs(peerhttp.MDOffer, peerhttp.Version, peerhttp.MDOffer, peerhttp.MuxVersion)
 
 // chunkSize is the largest payload chunk CallLocalStream answers with.
 const chunkSize = 1 << 20
@@ -108,11 +111,12 @@ func Start(spec config.Listener, chain *listeners.ChainRef, rt *listeners.Runtim
 	if cfg.InternalHTTPOn() {
 		l.link = l.newLinkServer(maxMsg<<20, log)
 		l.linkCtx, l.linkStop = context.WithCancel(context.Background())
+		l.link2 = peerhttp.NewServer(l.serveMux, maxMsg<<20, l.linkCtx)
 	}
 	for _, ln := range lns {
 		grpcLn := ln
 		if l.link != nil {
-			m := newMux(ln, log)
+			m := newMux(ln, l.link2, log)
 			grpcLn = m.grpc
 			l.wg.Add(1)
 			go func() {
@@ -161,6 +165,7 @@ func (l *Listener) Close(ctx context.Context) error {
 	}()
 	if l.link != nil {
 		_ = l.link.ShutdownWithContext(ctx)
+		_ = l.link2.Shutdown(ctx)
 		l.linkStop() // only calls still running after ctx ended
 	}
 	select {

@@ -42,12 +42,13 @@ type mux struct {
 	ln   net.Listener
 	grpc *listeners.ChanListener
 	http *listeners.ChanListener
+	mux  *peerhttp.Server // the multiplexed link (nil: not served)
 	log  *zap.Logger
 	wg   sync.WaitGroup
 }
 
-func newMux(ln net.Listener, log *zap.Logger) *mux {
-	m := &mux{ln: ln, log: log,
+func newMux(ln net.Listener, link2 *peerhttp.Server, log *zap.Logger) *mux {
+	m := &mux{ln: ln, log: log, mux: link2,
 		grpc: listeners.NewChanListener(ln.Addr()), http: listeners.NewChanListener(ln.Addr())}
 	// Closing either side closes both and the port.
 	m.grpc.OnClose = func() { _ = m.ln.Close(); _ = m.http.Close() }
@@ -69,6 +70,10 @@ func (m *mux) sort(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	if err != nil {
 		_ = c.Close()
+		return
+	}
+	if m.mux != nil && string(head[:n]) == peerhttp.MuxPreface {
+		m.mux.ServeConn(c)
 		return
 	}
 	pc := &listeners.PrefixConn{Conn: c, Head: head[:n]}
@@ -106,12 +111,36 @@ type zapPrintf struct{ log *zap.Logger }
 
 func (z zapPrintf) Printf(format string, args ...any) { z.log.Sugar().Debugf(format, args...) }
 
-// serveLink invokes our app with a request a switchyard peer sent over the
-// link: the same exchange CallLocal would build, the same chain.
+// serveLink serves a request of the link's version 1 (one call per
+// connection at a time, plain HTTP/1.1).
 func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
-	req := &ctx.Request
+	l.invokeLink(l.linkCtx, &ctx.Request, &ctx.Response, ctx.RemoteIP())
+}
+
+// serveMux serves a call of the multiplexed link (version 2); ctx ends when
+// the caller cancels it.
+func (l *Listener) serveMux(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, remote net.Addr, err error) {
+	if err != nil {
+		status := fasthttp.StatusBadRequest
+		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+			status = fasthttp.StatusRequestEntityTooLarge
+		}
+		writeLinkError(resp, filters.NewError(filters.ErrCodeDirectInvoke, status, 3, "internal: bad request: %v", err))
+		return
+	}
+	var ip net.IP
+	if ta, ok := remote.(*net.TCPAddr); ok {
+		ip = ta.IP
+	}
+	l.invokeLink(ctx, req, resp, ip)
+}
+
+// invokeLink invokes our app with a request a switchyard peer sent over the
+// link: the same exchange CallLocal would build, the same chain, under cctx
+// and the caller's deadline.
+func (l *Listener) invokeLink(cctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, remoteIP net.IP) {
 	if !peerhttp.IsLinkRequest(&req.Header) {
-		writeLinkError(&ctx.Response, filters.NewError(filters.ErrCodeDirectInvoke, fasthttp.StatusBadRequest, 3,
+		writeLinkError(resp, filters.NewError(filters.ErrCodeDirectInvoke, fasthttp.StatusBadRequest, 3,
 			"internal: this port serves the internal gRPC API and switchyard's peer link only"))
 		return
 	}
@@ -120,7 +149,7 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 	defer filters.ReleaseExchange(ex)
 	method, ok := peerhttp.AppendMethod(ex.Scratch[:0], req.URI().PathOriginal())
 	if !ok {
-		writeLinkError(&ctx.Response, filters.NewError(filters.ErrCodeDirectInvoke, fasthttp.StatusBadRequest, 3,
+		writeLinkError(resp, filters.NewError(filters.ErrCodeDirectInvoke, fasthttp.StatusBadRequest, 3,
 			"internal: malformed method in %q", req.URI().PathOriginal()))
 		return
 	}
@@ -128,7 +157,7 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 	ex.Protocol = filters.ProtocolInternal
 	ex.Listener = l.name
 	ex.Req = req
-	ex.Resp = &ctx.Response
+	ex.Resp = resp
 	// Copies: the header's own buffers change as the chain edits headers.
 	if v := req.Header.Peek(grpcwire.MDCallerID); len(v) > 0 {
 		ex.CallerAppID = append([]byte(nil), v...)
@@ -136,11 +165,10 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 	if v := req.Header.Peek(grpcwire.MDCallerNS); len(v) > 0 {
 		ex.CallerNamespace = append([]byte(nil), v...)
 	}
-	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	ex.SetRemoteAddr(ip)
+	ip, _ := netip.AddrFromSlice(remoteIP)
+	ex.SetRemoteAddr(ip.Unmap())
 	ex.SetInvoke(l.appID, method)
 	// SetInvoke copied the method into the route key: Scratch is free again.
-	cctx := l.linkCtx
 	if us, err := fasthttp.ParseUint(req.Header.PeekBytes(timeoutB)); err == nil && us > 0 {
 		var cancel context.CancelFunc
 		cctx, cancel = context.WithTimeout(cctx, time.Duration(us)*time.Microsecond)
@@ -148,11 +176,10 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 	}
 	peerhttp.CleanRequest(&req.Header)
 	if err := l.chain.Load().Handle(cctx, ex); err != nil {
-		ctx.Response.Reset()
-		writeLinkError(&ctx.Response, filters.AsError(err, filters.KindInvoke))
+		resp.Reset()
+		writeLinkError(resp, filters.AsError(err, filters.KindInvoke))
 		return
 	}
-	resp := &ctx.Response
 	peerhttp.CleanResponse(&resp.Header)
 	if md, ok := ex.Value(grpcwire.TrailerKey).(metadata.MD); ok {
 		for k, vs := range md {

@@ -545,15 +545,16 @@ func TestLinkCalleeContext(t *testing.T) {
 			c := linkCluster(t, s, tr.link)
 			_ = invokeVia(t, c, "m") // learns the link
 			_ = s.last(t)
-			call := func(timeout time.Duration) (got, bool) {
+			callCtx := func(ctx context.Context, timeout time.Duration) (got, bool) {
 				ex := filters.AcquireExchange(true)
 				defer filters.ReleaseExchange(ex)
 				ex.Req.Header.SetMethod("POST")
 				ex.SetInvoke([]byte("orders"), []byte("wait"))
 				ex.Timeout = timeout
-				err := c.Handle(context.Background(), ex)
+				err := c.Handle(ctx, ex)
 				return got{status: ex.Resp.StatusCode()}, err == nil
 			}
+			call := func(timeout time.Duration) (got, bool) { return callCtx(context.Background(), timeout) }
 
 			// The caller's deadline reaches the callee, which stops waiting.
 			start := time.Now()
@@ -576,6 +577,24 @@ func TestLinkCalleeContext(t *testing.T) {
 			if tr.link && s.l.linkServed.Load() == 0 {
 				t.Fatal("the call did not come over the link")
 			}
+
+			// A caller that gives up (its own client went away) cancels
+			// the callee's call.
+			cctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			if _, ok := callCtx(cctx, 0); ok {
+				t.Fatal("a canceled call worked")
+			}
+			select {
+			case r := <-results:
+				if r.deadline || !r.canceled {
+					t.Fatalf("the callee's context: deadline %v, canceled %v; want canceled without a deadline", r.deadline, r.canceled)
+				}
+			case <-time.After(5 * time.Second):
+				close(release)
+				t.Fatal("the callee's call was not canceled")
+			}
+			_ = s.last(t)
 
 			// A graceful close lets the call in flight finish.
 			done := make(chan got, 1)
@@ -638,7 +657,7 @@ func TestMuxTemporaryAcceptError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMux(&flakyListener{Listener: ln}, zap.NewNop())
+	m := newMux(&flakyListener{Listener: ln}, nil, zap.NewNop())
 	defer m.Close()
 	conn, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {

@@ -1,0 +1,342 @@
+package peerhttp
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Client sends calls to one callee address over the multiplexed link: one
+// connection at a time, made on first use and again after it fails, which
+// every call in flight shares.
+type Client struct {
+	addr string
+	dial func(ctx context.Context) (net.Conn, error)
+	// idle closes a connection that carried no call for this long.
+	idle time.Duration
+
+	mu      sync.Mutex
+	cur     *clientConn
+	dialing chan struct{} // closed when the dial in progress ends
+	closed  bool
+}
+
+// NewClient returns a client of addr; dial makes a connection (with the
+// caller's connect timeout); idle is how long an unused connection stays.
+func NewClient(addr string, dial func(ctx context.Context) (net.Conn, error), idle time.Duration) *Client {
+	return &Client{addr: addr, dial: dial, idle: idle}
+}
+
+// Close closes the connection; calls in flight fail.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	cc := c.cur
+	c.cur = nil
+	c.mu.Unlock()
+	if cc != nil {
+		cc.fail(errors.New("peer link: client closed"))
+	}
+}
+
+// clientConn is one multiplexed connection of a client.
+type clientConn struct {
+	cl *Client
+	c  net.Conn
+	w  *frameWriter
+
+	mu     sync.Mutex
+	calls  map[uint32]*pending
+	dead   error // set once: no new calls; every pending one is failed
+	goaway bool  // the callee is closing: no new calls
+	used   time.Time
+}
+
+// pending is a call waiting for its answer.
+type pending struct {
+	resp *fasthttp.Response
+	gen  atomic.Uint64 // the write batch the request leaves with (0: not queued)
+	done chan error    // the reader's verdict, once
+}
+
+// errGoneAway is a call the callee's GOAWAY says it did not take.
+var errGoneAway = errors.New("the callee is closing and did not take it")
+
+var pendingPool = sync.Pool{New: func() any { return &pending{done: make(chan error, 1)} }}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// Do sends req and reads the answer into resp. A call that never reached
+// the callee fails with an error wrapping ErrNotSent; one whose connection
+// failed after it was sent may have reached the app. ctx's end stops the
+// wait (and tells the callee); its error is returned.
+func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
+	bp := bufPool.Get().(*[]byte)
+	frame := appendRequest((*bp)[:0], req)
+	defer func() {
+		if cap(frame) <= maxKeptBuf {
+			*bp = frame[:0]
+			bufPool.Put(bp)
+		}
+	}()
+	for range 3 {
+		cc, err := c.conn(ctx)
+		if err != nil {
+			return err
+		}
+		p := pendingPool.Get().(*pending)
+		p.resp = resp
+		p.gen.Store(0)
+		cc.mu.Lock()
+		if cc.dead != nil || cc.goaway {
+			cc.mu.Unlock()
+			c.drop(cc)
+			pendingPool.Put(p)
+			continue // a connection that just ended: the next one
+		}
+		// The id is taken as the frame is queued (ids leave in order), and
+		// the call is in the map before its frame can leave.
+		id, first := cc.w.add(0, FrameRequest, frame, &p.gen)
+		cc.calls[id] = p
+		cc.used = time.Now()
+		cc.mu.Unlock()
+		cc.w.kick(first)
+		err = cc.wait(ctx, id, p)
+		if !errors.Is(err, errGoneAway) {
+			return err
+		}
+		// The callee closed the connection without taking the call: on a
+		// new one (where it is likely refused, if the callee is stopping).
+	}
+	return fmt.Errorf("%w: connections to %s keep closing", ErrNotSent, c.addr)
+}
+
+// appendRequest appends req as an HTTP/1.1 message.
+func appendRequest(b []byte, req *fasthttp.Request) []byte {
+	body := req.Body()
+	req.Header.SetContentLength(len(body))
+	b = req.Header.AppendBytes(b)
+	return append(b, body...)
+}
+
+// wait waits for call id's answer.
+func (cc *clientConn) wait(ctx context.Context, id uint32, p *pending) error {
+	select {
+	case err := <-p.done:
+		p.resp = nil
+		pendingPool.Put(p)
+		return err
+	case <-ctx.Done():
+	}
+	cc.mu.Lock()
+	_, mine := cc.calls[id]
+	if mine {
+		delete(cc.calls, id)
+	}
+	dead := cc.dead != nil
+	cc.mu.Unlock()
+	if !mine {
+		// The reader took the answer (or the connection failed) just now.
+		err := <-p.done
+		p.resp = nil
+		pendingPool.Put(p)
+		return err
+	}
+	p.resp = nil
+	pendingPool.Put(p)
+	if !dead {
+		cc.w.send(id, FrameCancel, nil)
+	}
+	return ctx.Err()
+}
+
+// conn returns the client's connection, dialing it if there is none.
+func (c *Client) conn(ctx context.Context) (*clientConn, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: client closed", ErrNotSent)
+		}
+		if cc := c.cur; cc != nil {
+			c.mu.Unlock()
+			return cc, nil
+		}
+		if ch := c.dialing; ch != nil {
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %v while dialing %s", ErrNotSent, ctx.Err(), c.addr)
+			}
+		}
+		ch := make(chan struct{})
+		c.dialing = ch
+		c.mu.Unlock()
+		cc, err := c.open(ctx)
+		c.mu.Lock()
+		c.dialing = nil
+		if err == nil {
+			if c.closed {
+				c.mu.Unlock()
+				close(ch)
+				cc.fail(errors.New("peer link: client closed"))
+				return nil, fmt.Errorf("%w: client closed", ErrNotSent)
+			}
+			c.cur = cc
+		}
+		c.mu.Unlock()
+		close(ch)
+		if err != nil {
+			return nil, fmt.Errorf("%w: while dialing %s: %v", ErrNotSent, c.addr, err)
+		}
+		return cc, nil
+	}
+}
+
+// open dials a connection, says the preface and starts its reader.
+func (c *Client) open(ctx context.Context) (*clientConn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cc := &clientConn{cl: c, c: conn, w: newFrameWriter(conn), calls: map[uint32]*pending{}, used: time.Now()}
+	cc.w.buf = append(cc.w.buf, MuxPreface...) // leaves with the first call
+	go cc.read()
+	if c.idle > 0 {
+		go cc.reapIdle()
+	}
+	return cc, nil
+}
+
+// drop stops handing out cc.
+func (c *Client) drop(cc *clientConn) {
+	c.mu.Lock()
+	if c.cur == cc {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+}
+
+// read reads the callee's frames until the connection ends.
+func (cc *clientConn) read() {
+	fr := newFrameReader(cc.c)
+	err := cc.readFrames(fr)
+	cc.fail(err)
+}
+
+func (cc *clientConn) readFrames(fr *frameReader) error {
+	for {
+		n, id, typ, err := fr.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case FrameResponse:
+			cc.mu.Lock()
+			p := cc.calls[id]
+			delete(cc.calls, id)
+			closing := cc.goaway && len(cc.calls) == 0
+			cc.mu.Unlock()
+			if p == nil { // canceled meanwhile
+				if err := fr.skip(n); err != nil {
+					return err
+				}
+			} else {
+				perr, err := fr.readMessage(n, func(br *bufio.Reader) error {
+					p.resp.Reset()
+					return p.resp.Read(br)
+				})
+				if err != nil {
+					p.done <- fmt.Errorf("peer link: reading the answer: %w", err)
+					return err
+				}
+				if perr != nil {
+					p.done <- fmt.Errorf("peer link: malformed answer: %w", perr)
+					return fmt.Errorf("%w: malformed answer: %v", errProtocol, perr)
+				}
+				p.done <- nil
+			}
+			if closing {
+				return errors.New("peer link: closed after the callee's GOAWAY")
+			}
+		case FrameGoAway:
+			if n != 4 {
+				return fmt.Errorf("%w: GOAWAY of %d bytes", errProtocol, n)
+			}
+			if err := fr.read(n); err != nil {
+				return err
+			}
+			last := binary.BigEndian.Uint32(fr.payload)
+			cc.cl.drop(cc)
+			cc.mu.Lock()
+			cc.goaway = true
+			for cid, p := range cc.calls {
+				if cid > last {
+					delete(cc.calls, cid)
+					p.done <- fmt.Errorf("%w: %s: %w", ErrNotSent, cc.cl.addr, errGoneAway)
+				}
+			}
+			empty := len(cc.calls) == 0
+			cc.mu.Unlock()
+			if empty {
+				return errors.New("peer link: closed after the callee's GOAWAY")
+			}
+		default:
+			return fmt.Errorf("%w: frame type %d from the callee", errProtocol, typ)
+		}
+	}
+}
+
+// fail ends the connection: every pending call fails, as not sent when its
+// request never left.
+func (cc *clientConn) fail(err error) {
+	cc.cl.drop(cc)
+	_ = cc.c.Close()
+	cc.mu.Lock()
+	if cc.dead == nil {
+		cc.dead = err
+	}
+	calls := cc.calls
+	cc.calls = map[uint32]*pending{}
+	cc.mu.Unlock()
+	for _, p := range calls {
+		if !cc.w.sent(p.gen.Load()) {
+			p.done <- fmt.Errorf("%w: connection to %s ended first: %v", ErrNotSent, cc.cl.addr, err)
+		} else {
+			p.done <- fmt.Errorf("peer %s: connection ended before the answer: %v", cc.cl.addr, err)
+		}
+	}
+}
+
+// reapIdle closes the connection once it has carried no call for the
+// client's idle time.
+func (cc *clientConn) reapIdle() {
+	t := time.NewTicker(cc.cl.idle / 2)
+	defer t.Stop()
+	for range t.C {
+		cc.mu.Lock()
+		if cc.dead != nil {
+			cc.mu.Unlock()
+			return
+		}
+		idle := len(cc.calls) == 0 && time.Since(cc.used) >= cc.cl.idle
+		if idle {
+			cc.dead = errors.New("peer link: idle")
+		}
+		cc.mu.Unlock()
+		if idle {
+			cc.fail(errors.New("peer link: idle"))
+			return
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package peerhttp
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Handler answers one call of the multiplexed link: resp is empty, ctx ends
+// when the caller cancels, the connection fails, or the server's base
+// context ends. A malformed request (err != nil) is the handler's to answer
+// too, with the error.
+type Handler func(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, remote net.Addr, err error)
+
+// Server serves the multiplexed link on connections whose preface was read.
+type Server struct {
+	handler Handler
+	maxBody int
+	base    context.Context
+
+	mu      sync.Mutex
+	conns   map[*serverConn]struct{}
+	closing bool
+	work    chan *serverCall // idle workers wait here
+	idleN   atomic.Int32
+	quit    chan struct{}
+}
+
+// maxWorkers is how many idle call goroutines are kept.
+const maxWorkers = 64
+
+// maxCallsPerConn bounds the calls in flight on one connection: beyond it
+// the connection's reader waits (and TCP pushes back on the caller).
+const maxCallsPerConn = 4096
+
+// NewServer returns a server whose calls run under base.
+func NewServer(h Handler, maxBody int, base context.Context) *Server {
+	return &Server{handler: h, maxBody: maxBody, base: base, conns: map[*serverConn]struct{}{},
+		work: make(chan *serverCall), quit: make(chan struct{})}
+}
+
+// serverConn is one connection a caller opened.
+type serverConn struct {
+	s *Server
+	c net.Conn
+	w *frameWriter
+
+	mu     sync.Mutex
+	calls  map[uint32]context.CancelFunc
+	last   uint32 // the highest stream id taken
+	goaway bool   // GOAWAY sent: later calls are not taken
+	idle   chan struct{}
+	slots  chan struct{}
+}
+
+// serverCall is one call handed to a worker.
+type serverCall struct {
+	sc     *serverConn
+	id     uint32
+	ctx    context.Context
+	cancel context.CancelFunc
+	req    fasthttp.Request
+	resp   fasthttp.Response
+	perr   error
+	out    []byte
+}
+
+var serverCallPool = sync.Pool{New: func() any { return new(serverCall) }}
+
+// ServeConn serves c (the preface already read) until it ends.
+func (s *Server) ServeConn(c net.Conn) {
+	sc := &serverConn{s: s, c: c, w: newFrameWriter(c), calls: map[uint32]context.CancelFunc{},
+		slots: make(chan struct{}, maxCallsPerConn)}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		sc.w.send(0, FrameGoAway, binary.BigEndian.AppendUint32(nil, 0))
+		_ = c.Close()
+		return
+	}
+	s.conns[sc] = struct{}{}
+	s.mu.Unlock()
+	_ = sc.serve(newFrameReader(c))
+	_ = c.Close()
+	sc.mu.Lock()
+	for _, cancel := range sc.calls {
+		cancel() // the caller is gone
+	}
+	sc.mu.Unlock()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+}
+
+func (sc *serverConn) serve(fr *frameReader) error {
+	for {
+		n, id, typ, err := fr.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case FrameRequest:
+			call := serverCallPool.Get().(*serverCall)
+			call.sc, call.id = sc, id
+			if sc.s.maxBody > 0 && n > sc.s.maxBody+1<<20 {
+				call.perr = fasthttp.ErrBodyTooLarge
+				if err := fr.skip(n); err != nil {
+					return err
+				}
+			} else {
+				call.perr, err = fr.readMessage(n, func(br *bufio.Reader) error {
+					return call.req.ReadLimitBody(br, sc.s.maxBody)
+				})
+				if err != nil {
+					return err
+				}
+			}
+			sc.slots <- struct{}{}
+			call.ctx, call.cancel = context.WithCancel(sc.s.base)
+			sc.mu.Lock()
+			if id <= sc.last {
+				sc.mu.Unlock()
+				return fmt.Errorf("%w: stream %d after %d", errProtocol, id, sc.last)
+			}
+			if sc.goaway {
+				// Not taken (the GOAWAY named an earlier id): the caller
+				// sends it again.
+				sc.mu.Unlock()
+				<-sc.slots
+				call.release()
+				continue
+			}
+			sc.last = id
+			sc.calls[id] = call.cancel
+			sc.mu.Unlock()
+			sc.s.run(call)
+		case FrameCancel:
+			if err := fr.skip(n); err != nil {
+				return err
+			}
+			sc.mu.Lock()
+			cancel := sc.calls[id]
+			sc.mu.Unlock()
+			if cancel != nil {
+				cancel()
+			}
+		default:
+			return fmt.Errorf("%w: frame type %d from the caller", errProtocol, typ)
+		}
+	}
+}
+
+// run hands call to an idle worker, or to a new goroutine.
+func (s *Server) run(call *serverCall) {
+	select {
+	case s.work <- call:
+	default:
+		go s.worker(call)
+	}
+}
+
+// worker serves call and then waits for more, while fewer than maxWorkers
+// wait.
+func (s *Server) worker(call *serverCall) {
+	for {
+		call.serve()
+		if s.idleN.Add(1) > maxWorkers {
+			s.idleN.Add(-1)
+			return
+		}
+		select {
+		case call = <-s.work:
+			s.idleN.Add(-1)
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+// serve answers one call and writes the answer.
+func (call *serverCall) serve() {
+	sc := call.sc
+	sc.s.handler(call.ctx, &call.req, &call.resp, sc.c.RemoteAddr(), call.perr)
+	call.cancel()
+	body := call.resp.Body()
+	call.resp.Header.SetContentLength(len(body))
+	call.out = call.resp.Header.AppendBytes(call.out[:0])
+	call.out = append(call.out, body...)
+	sc.w.send(call.id, FrameResponse, call.out)
+	sc.mu.Lock()
+	delete(sc.calls, call.id)
+	done := sc.goaway && len(sc.calls) == 0
+	idle := sc.idle
+	sc.mu.Unlock()
+	<-sc.slots
+	if done && idle != nil {
+		close(idle)
+	}
+	call.release()
+}
+
+// release returns call to the pool.
+func (call *serverCall) release() {
+	if call.cancel != nil {
+		call.cancel()
+	}
+	call.req.Reset()
+	call.resp.Reset()
+	call.perr = nil
+	call.ctx, call.cancel, call.sc = nil, nil, nil
+	if cap(call.out) > maxKeptBuf {
+		call.out = nil
+	}
+	serverCallPool.Put(call)
+}
+
+// Shutdown says GOAWAY on every connection, waits until the calls they took
+// are answered (or ctx ends) and closes them. Connections that arrive later
+// get a GOAWAY at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closing {
+		close(s.quit)
+	}
+	s.closing = true
+	conns := make([]*serverConn, 0, len(s.conns))
+	for sc := range s.conns {
+		conns = append(conns, sc)
+	}
+	s.mu.Unlock()
+	for _, sc := range conns {
+		sc.mu.Lock()
+		sc.goaway = true
+		last := sc.last
+		sc.idle = make(chan struct{})
+		if len(sc.calls) == 0 {
+			close(sc.idle)
+		}
+		idle := sc.idle
+		sc.mu.Unlock()
+		sc.w.send(0, FrameGoAway, binary.BigEndian.AppendUint32(nil, last))
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+		sc.w.flush() // answers another goroutine queued and has yet to write
+		_ = sc.c.Close()
+	}
+	return ctx.Err()
+}
