@@ -410,7 +410,11 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		if c.idleID(f.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		return nil // a stream that ended
+		// A stream that ended: the same answer as while it was half
+		// closed (as x/net/http2 gives), whether or not it was forgotten
+		// by the time this frame was read.
+		c.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
+		return nil
 	}
 	if s.recvEnd.Load() {
 		// Data after the sender's END_STREAM (RFC 9113 5.1).

@@ -259,6 +259,22 @@ func TestBadSettingsAndData(t *testing.T) {
 	if got := field(r.answer(3), "grpc-status"); got != "0" {
 		t.Fatalf("the next call on the connection: grpc-status %q", got)
 	}
+	// DATA on a stream that has ended both ways gets the same answer.
+	if err := r.fr.WriteData(3, false, []byte("later")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no RST_STREAM for the ended stream: %v", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 3 {
+			if rst.ErrCode != http2.ErrCodeStreamClosed {
+				t.Fatalf("reset %v, want STREAM_CLOSED", rst.ErrCode)
+			}
+			break
+		}
+	}
 }
 
 // TestGoAwayDrained: an app that says GOAWAY but keeps its connection open

@@ -152,7 +152,8 @@ func (w *frameWriter) flush() {
 	if w.err.Load() == nil && len(buf) > 0 {
 		_ = w.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err := w.c.Write(buf); err != nil {
-			w.err.Store(&err)
+			e := err // a copy, so that err's address escapes on this path only
+			w.err.Store(&e)
 			_ = w.c.Close() // the reader sees it and fails the calls
 		}
 	}

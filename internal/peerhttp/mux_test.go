@@ -259,6 +259,42 @@ func TestMuxCalleeDies(t *testing.T) {
 	}
 }
 
+// Closing the client lets the calls in flight finish; later ones are not
+// sent.
+func TestMuxClientClose(t *testing.T) {
+	release := make(chan struct{})
+	p := startMuxPeer(t, func(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, a net.Addr, err error) {
+		<-release
+		echo(ctx, req, resp, a, err)
+	}, 1<<20)
+	c := muxClient(t, p.addr)
+	done := make(chan error, 1)
+	resp := fasthttp.AcquireResponse()
+	go func() { done <- c.Do(context.Background(), newReq(1, []byte("in flight")), resp) }()
+	for {
+		c.mu.Lock()
+		cc := c.cur
+		c.mu.Unlock()
+		if cc != nil {
+			cc.mu.Lock()
+			n := len(cc.calls)
+			cc.mu.Unlock()
+			if n == 1 {
+				break
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	if err := c.Do(context.Background(), newReq(2, nil), fasthttp.AcquireResponse()); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("a call after Close: %v, want ErrNotSent", err)
+	}
+	close(release)
+	if err := <-done; err != nil || string(resp.Body()) != "in flight" {
+		t.Fatalf("the call in flight: %v %q", err, resp.Body())
+	}
+}
+
 func TestMuxRefused(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -35,14 +35,22 @@ func NewClient(addr string, dial func(ctx context.Context) (net.Conn, error), id
 	return &Client{addr: addr, dial: dial, idle: idle}
 }
 
-// Close closes the connection; calls in flight fail.
+// Close stops the client: later calls fail as not sent, and the connection
+// closes once the calls in flight have their answers.
 func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
 	cc := c.cur
 	c.cur = nil
 	c.mu.Unlock()
-	if cc != nil {
+	if cc == nil {
+		return
+	}
+	cc.mu.Lock()
+	cc.goaway = true // the reader closes after the last answer
+	empty := len(cc.calls) == 0
+	cc.mu.Unlock()
+	if empty {
 		cc.fail(errors.New("peer link: client closed"))
 	}
 }
