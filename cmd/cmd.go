@@ -25,6 +25,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/clusters/resolver"
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
+	"github.com/switchyard-proxy/switchyard/internal/codepages"
 	"github.com/switchyard-proxy/switchyard/listeners"
 	"github.com/switchyard-proxy/switchyard/listeners/admin"
 )
@@ -160,6 +161,7 @@ func run(cfg *config.Config, stderr io.Writer, dropped []string) int {
 		go waitForApp(ctx, rlog, cfg, rt)
 	} else {
 		rlog.Info("switchyard initialized, no app port", zap.Duration("init_elapsed", time.Since(started)))
+		releaseStartupCode(rlog)
 	}
 
 	<-ctx.Done()
@@ -208,6 +210,17 @@ func waitForApp(ctx context.Context, log *zap.Logger, cfg *config.Config, rt *li
 	rt.Health.SetAppReady(true)
 	log.Info("switchyard initialized. Status: Running", zap.Duration("init_elapsed", time.Since(started)),
 		zap.Float64("init_elapsed_ms", float64(time.Since(started).Microseconds())/1000))
+	releaseStartupCode(log)
+}
+
+// releaseStartupCode gives back the mappings of the code start-up touched
+// (internal/codepages): what runs again is mapped back on first use.
+func releaseStartupCode(log *zap.Logger) {
+	if n, err := codepages.Release(); err != nil {
+		log.Debug("releasing start-up code pages", zap.Error(err))
+	} else {
+		log.Debug("released start-up code pages", zap.Int("bytes", n))
+	}
 }
 
 // announce registers this sidecar with the name-resolution scheme, when the
