@@ -94,17 +94,18 @@ func appendFrameHeader(b []byte, n int, stream uint32, typ byte) []byte {
 	return append(b, typ)
 }
 
-// send adds a frame (header and payload) and sees that it is written.
+// send adds a frame and sees that it is written.
 func (w *frameWriter) send(stream uint32, typ byte, payload []byte) {
-	_, first := w.add(stream, typ, payload, nil)
+	_, first := w.add(stream, typ, nil, payload, nil)
 	w.kick(first)
 }
 
-// add queues a frame. A request frame (stream 0) gets the next stream id
-// here, so that ids go out in increasing order. The batch the frame leaves
-// with goes into gen (when not nil) before the batch can be written. The
-// caller must pass first to kick.
-func (w *frameWriter) add(stream uint32, typ byte, payload []byte, gen *atomic.Uint64) (id uint32, first bool) {
+// add queues a frame whose payload is head and then body. A request frame
+// (stream 0) gets
+// the next stream id here, so that ids go out in increasing order. The
+// batch the frame leaves with goes into gen (when not nil) before the
+// batch can be written. The caller must pass first to kick.
+func (w *frameWriter) add(stream uint32, typ byte, head, body []byte, gen *atomic.Uint64) (id uint32, first bool) {
 	w.mu.Lock()
 	if typ == FrameRequest {
 		w.next++
@@ -112,8 +113,9 @@ func (w *frameWriter) add(stream uint32, typ byte, payload []byte, gen *atomic.U
 	}
 	first = !w.pending
 	w.pending = true
-	w.buf = appendFrameHeader(w.buf, len(payload), stream, typ)
-	w.buf = append(w.buf, payload...)
+	w.buf = appendFrameHeader(w.buf, len(head)+len(body), stream, typ)
+	w.buf = append(w.buf, head...)
+	w.buf = append(w.buf, body...)
 	if gen != nil {
 		gen.Store(w.gen)
 	}

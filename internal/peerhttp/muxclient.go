@@ -78,21 +78,26 @@ type pending struct {
 // errGoneAway is a call the callee's GOAWAY says it did not take.
 var errGoneAway = errors.New("the callee is closing and did not take it")
 
-var pendingPool = sync.Pool{New: func() any { return &pending{done: make(chan error, 1)} }}
+var headPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+var pendingPool = sync.Pool{New: func() any { return &pending{done: make(chan error, 1)} }}
 
 // Do sends req and reads the answer into resp. A call that never reached
 // the callee fails with an error wrapping ErrNotSent; one whose connection
 // failed after it was sent may have reached the app. ctx's end stops the
 // wait (and tells the callee); its error is returned.
 func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
-	bp := bufPool.Get().(*[]byte)
-	frame := appendRequest((*bp)[:0], req)
+	body := req.Body()
+	req.Header.SetContentLength(len(body))
+	// The header alone is serialized here; it and the body are copied once,
+	// into the connection's write buffer. (fasthttp's AppendBytes of a
+	// header writes from the start of the slice it is given.)
+	hp := headPool.Get().(*[]byte)
+	head := req.Header.AppendBytes((*hp)[:0])
 	defer func() {
-		if cap(frame) <= maxKeptBuf {
-			*bp = frame[:0]
-			bufPool.Put(bp)
+		if cap(head) <= maxKeptBuf {
+			*hp = head[:0]
+			headPool.Put(hp)
 		}
 	}()
 	for range 3 {
@@ -112,7 +117,7 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.R
 		}
 		// The id is taken as the frame is queued (ids leave in order), and
 		// the call is in the map before its frame can leave.
-		id, first := cc.w.add(0, FrameRequest, frame, &p.gen)
+		id, first := cc.w.add(0, FrameRequest, head, body, &p.gen)
 		cc.calls[id] = p
 		cc.used = time.Now()
 		cc.mu.Unlock()
@@ -125,14 +130,6 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.R
 		// new one (where it is likely refused, if the callee is stopping).
 	}
 	return fmt.Errorf("%w: connections to %s keep closing", ErrNotSent, c.addr)
-}
-
-// appendRequest appends req as an HTTP/1.1 message.
-func appendRequest(b []byte, req *fasthttp.Request) []byte {
-	body := req.Body()
-	req.Header.SetContentLength(len(body))
-	b = req.Header.AppendBytes(b)
-	return append(b, body...)
 }
 
 // wait waits for call id's answer.

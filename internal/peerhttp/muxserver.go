@@ -68,7 +68,7 @@ type serverCall struct {
 	req    fasthttp.Request
 	resp   fasthttp.Response
 	perr   error
-	out    []byte
+	head   []byte // the serialized response header
 }
 
 var serverCallPool = sync.Pool{New: func() any { return new(serverCall) }}
@@ -187,12 +187,11 @@ func (s *Server) worker(call *serverCall) {
 func (call *serverCall) serve() {
 	sc := call.sc
 	sc.s.handler(call.ctx, &call.req, &call.resp, sc.c.RemoteAddr(), call.perr)
-	call.cancel()
 	body := call.resp.Body()
 	call.resp.Header.SetContentLength(len(body))
-	call.out = call.resp.Header.AppendBytes(call.out[:0])
-	call.out = append(call.out, body...)
-	sc.w.send(call.id, FrameResponse, call.out)
+	call.head = call.resp.Header.AppendBytes(call.head[:0])
+	_, first := sc.w.add(call.id, FrameResponse, call.head, body, nil)
+	sc.w.kick(first)
 	sc.mu.Lock()
 	delete(sc.calls, call.id)
 	done := sc.goaway && len(sc.calls) == 0
@@ -210,13 +209,13 @@ func (call *serverCall) release() {
 	if call.cancel != nil {
 		call.cancel()
 	}
+	if cap(call.head) > maxKeptBuf {
+		call.head = nil
+	}
 	call.req.Reset()
 	call.resp.Reset()
 	call.perr = nil
 	call.ctx, call.cancel, call.sc = nil, nil, nil
-	if cap(call.out) > maxKeptBuf {
-		call.out = nil
-	}
 	serverCallPool.Put(call)
 }
 
