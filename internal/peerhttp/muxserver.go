@@ -110,22 +110,23 @@ func (sc *serverConn) serve(fr *frameReader) error {
 			call.sc, call.id = sc, id
 			if sc.s.maxBody > 0 && n > sc.s.maxBody+1<<20 {
 				call.perr = fasthttp.ErrBodyTooLarge
-				if err := fr.skip(n); err != nil {
-					return err
-				}
+				err = fr.skip(n)
 			} else {
 				call.perr, err = fr.readMessage(n, func(br *bufio.Reader) error {
 					return call.req.ReadLimitBody(br, sc.s.maxBody)
 				})
-				if err != nil {
-					return err
-				}
+			}
+			if err != nil {
+				call.release()
+				return err
 			}
 			sc.slots <- struct{}{}
 			call.ctx, call.cancel = context.WithCancel(sc.s.base)
 			sc.mu.Lock()
 			if id <= sc.last {
 				sc.mu.Unlock()
+				<-sc.slots
+				call.release()
 				return fmt.Errorf("%w: stream %d after %d", errProtocol, id, sc.last)
 			}
 			if sc.goaway {
