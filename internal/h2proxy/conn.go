@@ -140,10 +140,19 @@ func newConn(nc net.Conn, server bool) *Conn {
 	return c
 }
 
+// maxStreams is how many calls a caller may have open at once on one
+// connection (SETTINGS_MAX_CONCURRENT_STREAMS). Each may hold up to a
+// stream window of data before it is bridged, so the limit bounds what a
+// connection can make the proxy buffer. A call over it is refused
+// (REFUSED_STREAM: never seen, so clients may send it again).
+var maxStreams uint32 = 1000
+
 // settings writes this end's SETTINGS and opens the connection window.
 func (c *Conn) settings() error {
 	s := []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: window}}
-	if !c.server {
+	if c.server {
+		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams})
+	} else {
 		s = append(s, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	}
 	if err := c.wf.WriteSettings(s...); err != nil {
@@ -534,6 +543,12 @@ func (c *Conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) error 
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	c.lastPeer = id
+	if uint32(c.open.Load()) >= maxStreams {
+		c.mu.Unlock()
+		st.cancel()
+		c.resetStream(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
 	c.streams[id] = s
 	c.open.Add(1)
 	c.mu.Unlock()

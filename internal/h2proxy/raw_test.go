@@ -277,6 +277,63 @@ func TestBadSettingsAndData(t *testing.T) {
 	}
 }
 
+// TestStreamLimitAdvertised: callers are told how many calls they may have
+// open at once, a call over it is refused, and a call that ends makes room.
+func TestStreamLimitAdvertised(t *testing.T) {
+	old := maxStreams
+	maxStreams = 2
+	t.Cleanup(func() { maxStreams = old })
+	e := setup(t, nil)
+	r := dialRaw(t, e.proxyAddr, 4096)
+	var limit uint32
+	for limit == 0 {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no SETTINGS: %v", err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			v, ok := sf.Value(http2.SettingMaxConcurrentStreams)
+			if !ok {
+				t.Fatal("SETTINGS without MAX_CONCURRENT_STREAMS")
+			}
+			limit = v
+		}
+	}
+	if limit != 2 {
+		t.Fatalf("MAX_CONCURRENT_STREAMS %d, want 2", limit)
+	}
+	call := grpcRequest("/grpc.testing.TestService/UnaryCall")
+	r.headers(1, false, call...) // open until its request ends
+	r.headers(3, false, call...)
+	r.headers(5, false, call...) // one too many
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no RST_STREAM for the call over the limit: %v", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok {
+			if rst.StreamID != 5 || rst.ErrCode != http2.ErrCodeRefusedStream {
+				t.Fatalf("reset of stream %d with %v, want 5 REFUSED_STREAM", rst.StreamID, rst.ErrCode)
+			}
+			break
+		}
+	}
+	msg := []byte{0, 0, 0, 0, 0} // an empty SimpleRequest
+	if err := r.fr.WriteData(1, true, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := field(r.answer(1), "grpc-status"); got != "0" {
+		t.Fatalf("stream 1: grpc-status %q", got)
+	}
+	r.headers(7, false, call...)
+	if err := r.fr.WriteData(7, true, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := field(r.answer(7), "grpc-status"); got != "0" {
+		t.Fatalf("a call after one ended: grpc-status %q", got)
+	}
+}
+
 // TestGoAwayDrained: an app that says GOAWAY but keeps its connection open
 // has it closed by the proxy once the last call on it ended, and the next
 // call goes on a new connection.
