@@ -234,19 +234,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, sc)
 	}
 	s.mu.Unlock()
-	for _, sc := range conns {
+	// Every connection hears GOAWAY first, so that none goes on taking
+	// calls while another drains.
+	idles := make([]chan struct{}, len(conns))
+	for i, sc := range conns {
 		sc.mu.Lock()
 		sc.goaway = true
 		last := sc.last
-		sc.idle = make(chan struct{})
-		if len(sc.calls) == 0 {
-			close(sc.idle)
+		if sc.idle == nil {
+			sc.idle = make(chan struct{})
+			if len(sc.calls) == 0 {
+				close(sc.idle)
+			}
 		}
-		idle := sc.idle
+		idles[i] = sc.idle
 		sc.mu.Unlock()
 		sc.w.send(0, FrameGoAway, binary.BigEndian.AppendUint32(nil, last))
+	}
+	for i, sc := range conns {
 		select {
-		case <-idle:
+		case <-idles[i]:
 		case <-ctx.Done():
 		}
 		sc.w.flush() // answers another goroutine queued and has yet to write
