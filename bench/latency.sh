@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # latency.sh - latency added by switchyard at a fixed request rate (open
 # loop): the echo app directly, through one sidecar, and through two
-# sidecars (client -> sidecar A -> internal gRPC -> sidecar B -> app).
+# sidecars (client -> sidecar A -> internal port (the peer link) -> sidecar B -> app).
 #
 #   bench/latency.sh [-rate 1000] [-d 10s] [-r 3]
 #

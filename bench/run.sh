@@ -220,7 +220,7 @@ if ((DO_HTTP2)); then
 	invoke_check "$N_HTTP2"
 	if [[ $IC_CODE != 2?? ]]; then
 		die "two-hop: sidecar A answered $IC_CODE to GET ${T_URL[$N_HTTP2]} (body: ${IC_BODY:0:300})." \
-			"Two-hop needs sidecar-to-sidecar invocation (A -> internal gRPC ServiceInvocation on B :${SY_INTERNAL[$N_HTTP1]} -> app)."
+			"Two-hop needs sidecar-to-sidecar invocation (A -> B's internal port :${SY_INTERNAL[$N_HTTP1]} -> app)."
 	fi
 	[[ ${#IC_BODY} -ge 60 ]] || die "two-hop: sidecar A answered $IC_CODE but ${#IC_BODY} bytes (${IC_BODY:0:200}); want the 64-byte echo"
 fi
@@ -292,13 +292,13 @@ for t in "${ALL_TARGETS[@]}"; do record_mem "$t" idle-after; done
 if ((DO_HTTP1 + DO_HTTP2)); then
 	echo
 	echo "== HTTP  wrk -t$THREADS -c$CONNS, ${DURATION}s x $ROUNDS rounds; direct=GET $DIRECT_PATH, others=GET $LOAD_PATH"
-	((DO_HTTP2)) && echo "   $N_HTTP2 = wrk -> $N_HTTP2 (A, app id client) -> $N_HTTP1 (B, internal gRPC) -> app;  $NGINX2 = wrk -> nginx -> $NGINX_REF -> app"
+	((DO_HTTP2)) && echo "   $N_HTTP2 = wrk -> $N_HTTP2 (A, app id client) -> $N_HTTP1 (B, internal port: the peer link) -> app;  $NGINX2 = wrk -> nginx -> $NGINX_REF -> app"
 	summarize http "direct $NGINX_REF $NGINX2" "${HTTP_TARGETS[@]}"
 fi
 if ((DO_GRPC)); then
 	echo
 	echo "== gRPC proxying  $GRPC_TOOL $GRPC_METHOD c=$GRPC_CONNS streams/conn=$GRPC_STREAMS, 66-byte message, ${DURATION}s x $ROUNDS rounds; $N_GRPC with 'dapr-app-id: app'"
-	((DO_GRPC2)) && echo "   $N_GRPC2 = h2load -> $N_GRPC2 (A, app id client-grpc) -> $N_GRPC (B, internal gRPC) -> app's gRPC server"
+	((DO_GRPC2)) && echo "   $N_GRPC2 = h2load -> $N_GRPC2 (A, app id client-grpc) -> $N_GRPC (B, internal port: HTTP/2 frames) -> app's gRPC server"
 	summarize grpc "direct $NGINX_REF" "${GRPC_TARGETS[@]}"
 fi
 if [[ $RSS == 1 ]]; then
