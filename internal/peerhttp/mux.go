@@ -20,7 +20,8 @@ import (
 //
 //	length  uint32  (big endian) bytes of payload after this header
 //	stream  uint32  the call's id, chosen by the caller, increasing
-//	type    uint8   FrameRequest, FrameResponse, FrameCancel, FrameGoAway
+//	type    uint8   FrameRequest, FrameResponse, FrameContinued, FrameCancel,
+//	                FrameGoAway; FlagMore (0x80) on a message that goes on
 //	payload
 //
 // A request's payload is the HTTP/1.1 request version 1 sends (see the
@@ -28,6 +29,10 @@ import (
 // connection, answers come in any order, and what several calls write at
 // about the same time leaves in one write: the two sidecars make a fraction
 // of the system calls one connection per call in flight costs.
+//
+// A message larger than 64 KiB goes in parts: its first frame (request or
+// response) and each FrameContinued but the last carry FlagMore, and the
+// frames of other calls may come between them.
 //
 // FrameCancel (no payload) tells the callee that the caller stopped waiting:
 // the call's context is canceled. FrameGoAway (payload: the last stream id
@@ -42,6 +47,16 @@ const (
 	FrameResponse = 2
 	FrameCancel   = 3
 	FrameGoAway   = 4
+	// FrameContinued carries the next part of a request or response whose
+	// frames had FlagMore.
+	FrameContinued = 5
+	// FlagMore, on a request, response or continued frame, says that the
+	// message goes on in a FrameContinued of the same stream.
+	FlagMore = 0x80
+
+	// chunk is the largest payload of one frame of a message: a large body
+	// goes in parts, and the frames of other calls can leave between them.
+	chunk = 64 << 10
 
 	frameHeaderLen = 9
 	// MaxFrame bounds a frame's payload whatever the body limits say.
@@ -101,26 +116,55 @@ func (w *frameWriter) send(stream uint32, typ byte, payload []byte) {
 }
 
 // add queues a frame whose payload is head and then body. A request frame
-// (stream 0) gets
-// the next stream id here, so that ids go out in increasing order. The
-// batch the frame leaves with goes into gen (when not nil) before the
-// batch can be written. The caller must pass first to kick.
+// (stream 0) gets the next stream id here, so that ids go out in
+// increasing order. The batch the frame leaves with goes into gen (when not
+// nil) before the batch can be written. The caller must pass first to kick.
 func (w *frameWriter) add(stream uint32, typ byte, head, body []byte, gen *atomic.Uint64) (id uint32, first bool) {
+	return w.addPart(stream, typ, head, body, 0, len(head)+len(body), gen)
+}
+
+// addPart is add for bytes [from, to) of head and body, with FlagMore when
+// the message goes on after to.
+func (w *frameWriter) addPart(stream uint32, typ byte, head, body []byte, from, to int, gen *atomic.Uint64) (id uint32, first bool) {
+	if to < len(head)+len(body) {
+		typ |= FlagMore
+	}
 	w.mu.Lock()
-	if typ == FrameRequest {
+	if typ&^FlagMore == FrameRequest {
 		w.next++
 		stream = w.next
 	}
 	first = !w.pending
 	w.pending = true
-	w.buf = appendFrameHeader(w.buf, len(head)+len(body), stream, typ)
-	w.buf = append(w.buf, head...)
-	w.buf = append(w.buf, body...)
+	w.buf = appendFrameHeader(w.buf, to-from, stream, typ)
+	if from < len(head) {
+		w.buf = append(w.buf, head[from:min(to, len(head))]...)
+	}
+	if to > len(head) {
+		w.buf = append(w.buf, body[max(from-len(head), 0):to-len(head)]...)
+	}
 	if gen != nil {
 		gen.Store(w.gen)
 	}
 	w.mu.Unlock()
 	return stream, first
+}
+
+// firstPart is where the first frame of a message of n bytes ends.
+func firstPart(n int) int { return min(n, chunk) }
+
+// sendRest queues the parts of a message after its first (which ended at
+// from), one frame at a time, each written before the next is added so
+// that other calls' frames go between them. It stops early if the
+// connection failed.
+func (w *frameWriter) sendRest(stream uint32, head, body []byte, from int, gen *atomic.Uint64) {
+	n := len(head) + len(body)
+	for from < n && w.err.Load() == nil {
+		to := min(from+chunk, n)
+		_, first := w.addPart(stream, FrameContinued, head, body, from, to, gen)
+		w.kick(first)
+		from = to
+	}
 }
 
 // kick writes the buffer when the frame just added made it non-empty.
@@ -217,25 +261,15 @@ func (fr *frameReader) skip(n int) error {
 	return err
 }
 
-// message returns a reader of the payload just read, for one HTTP/1.1
-// message.
-func (fr *frameReader) message() *bufio.Reader {
-	fr.src.Reset(fr.payload)
+// parse parses the one HTTP/1.1 message in b with parse; b with bytes
+// after the message is malformed too.
+func (fr *frameReader) parse(b []byte, parse func(*bufio.Reader) error) error {
+	fr.src.Reset(b)
 	fr.msg.Reset(&fr.src)
-	return fr.msg
-}
-
-// readMessage reads a payload of n bytes and parses the one HTTP/1.1
-// message in it with parse: err is the connection's failure, perr the
-// message's (a payload with bytes after the message is malformed too).
-func (fr *frameReader) readMessage(n int, parse func(*bufio.Reader) error) (perr, err error) {
-	if err := fr.read(n); err != nil {
-		return nil, err
+	err := parse(fr.msg)
+	if err == nil && (fr.msg.Buffered() != 0 || fr.src.Len() != 0) {
+		err = errors.New("bytes after the message")
 	}
-	perr = parse(fr.message())
-	if perr == nil && (fr.msg.Buffered() != 0 || fr.src.Len() != 0) {
-		perr = errors.New("bytes after the message")
-	}
-	fr.release()
-	return perr, nil
+	fr.src.Reset(nil)
+	return err
 }

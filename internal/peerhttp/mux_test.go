@@ -338,7 +338,7 @@ func TestMuxBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		var resp fasthttp.Response
-		if err := resp.Read(fr.message()); err != nil {
+		if err := fr.parse(fr.payload, resp.Read); err != nil {
 			t.Fatal(err)
 		}
 		if resp.StatusCode() != 400 {
@@ -424,4 +424,112 @@ func BenchmarkMuxCall(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A request over the callee's limit that comes in parts is answered with
+// the error, and the connection goes on serving.
+func TestMuxPartsOverLimit(t *testing.T) {
+	p := startMuxPeer(t, echo, 1024) // parts are refused past 1 MiB + 1 KiB
+	c := muxClient(t, p.addr)
+	resp := fasthttp.AcquireResponse()
+	if err := c.Do(context.Background(), newReq(1, bytes.Repeat([]byte("a"), 2<<20)), resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 400 || !bytes.Contains(resp.Body(), []byte("body size exceeds")) {
+		t.Fatalf("status %d %q, want the body-too-large error", resp.StatusCode(), resp.Body())
+	}
+	if err := c.Do(context.Background(), newReq(2, []byte("small")), resp); err != nil || string(resp.Body()) != "small" {
+		t.Fatalf("after the refused request: %v %q", err, resp.Body())
+	}
+	if n := p.conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+// A large body goes in parts, and a small call made while it is being sent
+// goes out between them instead of waiting for all of it.
+func TestMuxPartsInterleave(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := make(chan struct{})
+	type seen struct {
+		id   uint32
+		last bool // the message's last frame
+	}
+	order := make(chan []seen, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		<-start // read nothing until the small call is queued
+		pre := make([]byte, len(MuxPreface))
+		if _, err := io.ReadFull(conn, pre); err != nil {
+			return
+		}
+		fr := newFrameReader(conn)
+		var got []seen
+		w := newFrameWriter(conn)
+		for done := 0; done < 2; {
+			n, id, typ, err := fr.next()
+			if err != nil {
+				return
+			}
+			if err := fr.skip(n); err != nil {
+				return
+			}
+			last := typ&FlagMore == 0
+			got = append(got, seen{id, last})
+			if last {
+				done++
+				w.send(id, FrameResponse, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+			}
+		}
+		order <- got
+		_, _ = io.Copy(io.Discard, conn)
+	}()
+	c := muxClient(t, ln.Addr().String())
+	big := make(chan error, 1)
+	go func() { big <- c.Do(context.Background(), newReq(1, make([]byte, 32<<20)), fasthttp.AcquireResponse()) }()
+	// The big call has sent parts (and, 32 MiB being more than the socket
+	// buffers hold while the peer reads nothing, soon waits in a write).
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		c.mu.Lock()
+		cc := c.cur
+		c.mu.Unlock()
+		if cc != nil && cc.w.attempted.Load() >= 4 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	small := make(chan error, 1)
+	go func() { small <- c.Do(context.Background(), newReq(2, []byte("small")), fasthttp.AcquireResponse()) }()
+	time.Sleep(50 * time.Millisecond)
+	close(start)
+	if err := <-small; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-big; err != nil {
+		t.Fatal(err)
+	}
+	got := <-order
+	// Stream 1 is the big request, stream 2 the small one: the small one
+	// must come before the big one's last part.
+	var smallAt, bigEnd = -1, -1
+	for i, s := range got {
+		if s.id == 2 && s.last {
+			smallAt = i
+		}
+		if s.id == 1 && s.last {
+			bigEnd = i
+		}
+	}
+	if len(got) < 3 || smallAt < 0 || bigEnd < 0 || smallAt > bigEnd {
+		t.Fatalf("%d frames; the small call's at %d, the big one's last part at %d", len(got), smallAt, bigEnd)
+	}
 }

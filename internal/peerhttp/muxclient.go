@@ -117,11 +117,13 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.R
 		}
 		// The id is taken as the frame is queued (ids leave in order), and
 		// the call is in the map before its frame can leave.
-		id, first := cc.w.add(0, FrameRequest, head, body, &p.gen)
+		end := firstPart(len(head) + len(body))
+		id, first := cc.w.addPart(0, FrameRequest, head, body, 0, end, &p.gen)
 		cc.calls[id] = p
 		cc.used = time.Now()
 		cc.mu.Unlock()
 		cc.w.kick(first)
+		cc.w.sendRest(id, head, body, end, &p.gen)
 		err = cc.wait(ctx, id, p)
 		if !errors.Is(err, errGoneAway) {
 			return err
@@ -240,36 +242,37 @@ func (cc *clientConn) read() {
 }
 
 func (cc *clientConn) readFrames(fr *frameReader) error {
+	partial := map[uint32][]byte{} // answers whose last part is still to come
 	for {
 		n, id, typ, err := fr.next()
 		if err != nil {
 			return err
 		}
-		switch typ {
-		case FrameResponse:
-			cc.mu.Lock()
-			p := cc.calls[id]
-			delete(cc.calls, id)
-			closing := cc.goaway && len(cc.calls) == 0
-			cc.mu.Unlock()
-			if p == nil { // canceled meanwhile
-				if err := fr.skip(n); err != nil {
-					return err
+		more := typ&FlagMore != 0
+		switch typ &^ FlagMore {
+		case FrameResponse, FrameContinued:
+			if err := fr.read(n); err != nil {
+				return err
+			}
+			msg := fr.payload
+			b, ok := partial[id]
+			if ok != (typ&^FlagMore == FrameContinued) || len(b)+n > MaxFrame {
+				return fmt.Errorf("%w: part of an answer on stream %d out of place or too large", errProtocol, id)
+			}
+			if ok || more {
+				b = append(b, msg...) // parts gather in a buffer of their own
+				if more {
+					partial[id] = b
+					fr.release()
+					continue
 				}
-			} else {
-				perr, err := fr.readMessage(n, func(br *bufio.Reader) error {
-					p.resp.Reset()
-					return p.resp.Read(br)
-				})
-				if err != nil {
-					p.done <- fmt.Errorf("peer link: reading the answer: %w", err)
-					return err
-				}
-				if perr != nil {
-					p.done <- fmt.Errorf("peer link: malformed answer: %w", perr)
-					return fmt.Errorf("%w: malformed answer: %v", errProtocol, perr)
-				}
-				p.done <- nil
+				delete(partial, id)
+				msg = b
+			}
+			closing, err := cc.deliver(fr, id, msg)
+			fr.release()
+			if err != nil {
+				return err
 			}
 			if closing {
 				return errors.New("peer link: closed after the callee's GOAWAY")
@@ -300,6 +303,29 @@ func (cc *clientConn) readFrames(fr *frameReader) error {
 			return fmt.Errorf("%w: frame type %d from the callee", errProtocol, typ)
 		}
 	}
+}
+
+// deliver hands the whole answer msg of call id to its caller (none when it
+// was canceled meanwhile); closing reports that the connection has nothing
+// left to do after the callee's GOAWAY.
+func (cc *clientConn) deliver(fr *frameReader, id uint32, msg []byte) (closing bool, err error) {
+	cc.mu.Lock()
+	p := cc.calls[id]
+	delete(cc.calls, id)
+	closing = cc.goaway && len(cc.calls) == 0
+	cc.mu.Unlock()
+	if p == nil {
+		return closing, nil
+	}
+	if perr := fr.parse(msg, func(br *bufio.Reader) error {
+		p.resp.Reset()
+		return p.resp.Read(br)
+	}); perr != nil {
+		p.done <- fmt.Errorf("peer link: malformed answer: %w", perr)
+		return closing, fmt.Errorf("%w: malformed answer: %v", errProtocol, perr)
+	}
+	p.done <- nil
+	return closing, nil
 }
 
 // fail ends the connection: every pending call fails, as not sent when its

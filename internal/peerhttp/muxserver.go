@@ -68,6 +68,7 @@ type serverCall struct {
 	req    fasthttp.Request
 	resp   fasthttp.Response
 	perr   error
+	raw    []byte // the parts of a request that came in several frames
 	head   []byte // the serialized response header
 }
 
@@ -99,48 +100,76 @@ func (s *Server) ServeConn(c net.Conn) {
 }
 
 func (sc *serverConn) serve(fr *frameReader) error {
+	// Requests whose last part is still to come; nil: one not taken, whose
+	// parts are skipped.
+	partial := map[uint32]*serverCall{}
+	limit := MaxFrame
+	if sc.s.maxBody > 0 {
+		limit = min(limit, sc.s.maxBody+1<<20)
+	}
 	for {
 		n, id, typ, err := fr.next()
 		if err != nil {
 			return err
 		}
-		switch typ {
+		more := typ&FlagMore != 0
+		switch typ &^ FlagMore {
 		case FrameRequest:
-			call := serverCallPool.Get().(*serverCall)
-			call.sc, call.id = sc, id
-			if sc.s.maxBody > 0 && n > sc.s.maxBody+1<<20 {
-				call.perr = fasthttp.ErrBodyTooLarge
-				err = fr.skip(n)
-			} else {
-				call.perr, err = fr.readMessage(n, func(br *bufio.Reader) error {
-					return call.req.ReadLimitBody(br, sc.s.maxBody)
-				})
+			if _, open := partial[id]; open {
+				return fmt.Errorf("%w: stream %d opened twice", errProtocol, id)
 			}
+			call, err := sc.open(id)
 			if err != nil {
-				call.release()
 				return err
 			}
-			sc.slots <- struct{}{}
-			call.ctx, call.cancel = context.WithCancel(sc.s.base)
-			sc.mu.Lock()
-			if id <= sc.last {
-				sc.mu.Unlock()
-				<-sc.slots
-				call.release()
-				return fmt.Errorf("%w: stream %d after %d", errProtocol, id, sc.last)
+			if call == nil || n > limit {
+				if call != nil {
+					call.perr = fasthttp.ErrBodyTooLarge
+					call.raw = nil
+				}
+				if err := fr.skip(n); err != nil {
+					return err
+				}
+			} else if err := fr.read(n); err != nil {
+				return err
 			}
-			if sc.goaway {
-				// Not taken (the GOAWAY named an earlier id): the caller
-				// sends it again.
-				sc.mu.Unlock()
-				<-sc.slots
-				call.release()
+			if more {
+				if call != nil && call.perr == nil {
+					call.raw = append(call.raw[:0], fr.payload...)
+				}
+				partial[id] = call
+				fr.release()
 				continue
 			}
-			sc.last = id
-			sc.calls[id] = call.cancel
-			sc.mu.Unlock()
-			sc.s.run(call)
+			if call != nil {
+				sc.take(fr, call, fr.payload)
+			}
+		case FrameContinued:
+			call, open := partial[id]
+			if !open {
+				return fmt.Errorf("%w: part of stream %d, which is not open", errProtocol, id)
+			}
+			if call == nil || call.perr != nil || len(call.raw)+n > limit {
+				if call != nil && call.perr == nil {
+					call.perr = fasthttp.ErrBodyTooLarge
+					call.raw = call.raw[:0]
+				}
+				if err := fr.skip(n); err != nil {
+					return err
+				}
+			} else {
+				if err := fr.read(n); err != nil {
+					return err
+				}
+				call.raw = append(call.raw, fr.payload...)
+			}
+			if more {
+				continue
+			}
+			delete(partial, id)
+			if call != nil {
+				sc.take(fr, call, call.raw)
+			}
 		case FrameCancel:
 			if err := fr.skip(n); err != nil {
 				return err
@@ -155,6 +184,47 @@ func (sc *serverConn) serve(fr *frameReader) error {
 			return fmt.Errorf("%w: frame type %d from the caller", errProtocol, typ)
 		}
 	}
+}
+
+// open takes stream id's request when its first frame arrives: ids must
+// grow, and after a GOAWAY no request is taken (nil: the caller sends it
+// again elsewhere). A taken call counts as in flight from here, so that a
+// graceful close waits for it.
+func (sc *serverConn) open(id uint32) (*serverCall, error) {
+	call := serverCallPool.Get().(*serverCall)
+	call.sc, call.id = sc, id
+	sc.slots <- struct{}{}
+	call.ctx, call.cancel = context.WithCancel(sc.s.base)
+	sc.mu.Lock()
+	if id <= sc.last || sc.goaway {
+		last := sc.last
+		sc.mu.Unlock()
+		<-sc.slots
+		call.release()
+		if id <= last {
+			return nil, fmt.Errorf("%w: stream %d after %d", errProtocol, id, last)
+		}
+		return nil, nil
+	}
+	sc.last = id
+	sc.calls[id] = call.cancel
+	sc.mu.Unlock()
+	return call, nil
+}
+
+// take parses the whole request msg of a call (unless it is known bad
+// already) and hands the call to a worker.
+func (sc *serverConn) take(fr *frameReader, call *serverCall, msg []byte) {
+	if call.perr == nil {
+		call.perr = fr.parse(msg, func(br *bufio.Reader) error {
+			return call.req.ReadLimitBody(br, sc.s.maxBody)
+		})
+	}
+	fr.release()
+	if cap(call.raw) > maxKeptBuf {
+		call.raw = nil
+	}
+	sc.s.run(call)
 }
 
 // run hands call to an idle worker, or to a new goroutine.
@@ -191,8 +261,10 @@ func (call *serverCall) serve() {
 	body := call.resp.Body()
 	call.resp.Header.SetContentLength(len(body))
 	call.head = call.resp.Header.AppendBytes(call.head[:0])
-	_, first := sc.w.add(call.id, FrameResponse, call.head, body, nil)
+	end := firstPart(len(call.head) + len(body))
+	_, first := sc.w.addPart(call.id, FrameResponse, call.head, body, 0, end, nil)
 	sc.w.kick(first)
+	sc.w.sendRest(call.id, call.head, body, end, nil)
 	sc.mu.Lock()
 	delete(sc.calls, call.id)
 	done := sc.goaway && len(sc.calls) == 0
@@ -213,6 +285,7 @@ func (call *serverCall) release() {
 	if cap(call.head) > maxKeptBuf {
 		call.head = nil
 	}
+	call.raw = call.raw[:0]
 	call.req.Reset()
 	call.resp.Reset()
 	call.perr = nil
