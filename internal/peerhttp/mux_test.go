@@ -533,3 +533,29 @@ func TestMuxPartsInterleave(t *testing.T) {
 		t.Fatalf("%d frames; the small call's at %d, the big one's last part at %d", len(got), smallAt, bigEnd)
 	}
 }
+
+// A connection that carried no call for a whole idle time closes; the next
+// call opens another.
+func TestMuxIdleClose(t *testing.T) {
+	p := startMuxPeer(t, echo, 1<<20)
+	d := &net.Dialer{Timeout: time.Second}
+	c := NewClient(p.addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", p.addr) }, 50*time.Millisecond)
+	t.Cleanup(c.Close)
+	resp := fasthttp.AcquireResponse()
+	for i := 0; i < 5; i++ { // busy: the connection stays
+		if err := c.Do(context.Background(), newReq(i, []byte("x")), resp); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := p.conns.Load(); n != 1 {
+		t.Fatalf("%d connections while busy, want 1", n)
+	}
+	time.Sleep(250 * time.Millisecond) // idle for more than two idle times
+	if err := c.Do(context.Background(), newReq(9, []byte("x")), resp); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.conns.Load(); n != 2 {
+		t.Fatalf("%d connections after the idle time, want 2", n)
+	}
+}

@@ -65,7 +65,8 @@ type clientConn struct {
 	calls  map[uint32]*pending
 	dead   error // set once: no new calls; every pending one is failed
 	goaway bool  // the callee is closing: no new calls
-	used   time.Time
+	// started counts the calls sent, for the idle reaper.
+	started uint64
 }
 
 // pending is a call waiting for its answer.
@@ -120,7 +121,7 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.R
 		end := firstPart(len(head) + len(body))
 		id, first := cc.w.addPart(0, FrameRequest, head, body, 0, end, &p.gen)
 		cc.calls[id] = p
-		cc.used = time.Now()
+		cc.started++
 		cc.mu.Unlock()
 		cc.w.kick(first)
 		cc.w.sendRest(id, head, body, end, &p.gen)
@@ -216,7 +217,7 @@ func (c *Client) open(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := &clientConn{cl: c, c: conn, w: newFrameWriter(conn), calls: map[uint32]*pending{}, used: time.Now()}
+	cc := &clientConn{cl: c, c: conn, w: newFrameWriter(conn), calls: map[uint32]*pending{}}
 	cc.w.buf = append(cc.w.buf, MuxPreface...) // leaves with the first call
 	go cc.read()
 	if c.idle > 0 {
@@ -349,18 +350,21 @@ func (cc *clientConn) fail(err error) {
 	}
 }
 
-// reapIdle closes the connection once it has carried no call for the
-// client's idle time.
+// reapIdle closes the connection once it has carried no call for a whole
+// idle time (so after one to two of them), counting calls rather than
+// reading the clock on each.
 func (cc *clientConn) reapIdle() {
-	t := time.NewTicker(cc.cl.idle / 2)
+	t := time.NewTicker(cc.cl.idle)
 	defer t.Stop()
+	var seen uint64
 	for range t.C {
 		cc.mu.Lock()
 		if cc.dead != nil {
 			cc.mu.Unlock()
 			return
 		}
-		idle := len(cc.calls) == 0 && time.Since(cc.used) >= cc.cl.idle
+		idle := len(cc.calls) == 0 && cc.started == seen
+		seen = cc.started
 		if idle {
 			cc.dead = errors.New("peer link: idle")
 		}

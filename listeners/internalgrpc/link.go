@@ -121,11 +121,7 @@ func (l *Listener) serveLink(ctx *fasthttp.RequestCtx) {
 // the caller cancels it.
 func (l *Listener) serveMux(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, remote net.Addr, err error) {
 	if err != nil {
-		status := fasthttp.StatusBadRequest
-		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-			status = fasthttp.StatusRequestEntityTooLarge
-		}
-		writeLinkError(resp, filters.NewError(filters.ErrCodeDirectInvoke, status, 3, "internal: bad request: %v", err))
+		writeBadRequest(resp, err)
 		return
 	}
 	var ip net.IP
@@ -207,10 +203,14 @@ func writeLinkError(resp *fasthttp.Response, e *filters.Error) {
 
 // linkBadRequest answers what fasthttp could not parse (headers too large,
 // a body over the limit, ...).
-func linkBadRequest(ctx *fasthttp.RequestCtx, err error) {
+func linkBadRequest(ctx *fasthttp.RequestCtx, err error) { writeBadRequest(&ctx.Response, err) }
+
+// writeBadRequest answers a request of either form of the link that could
+// not be read.
+func writeBadRequest(resp *fasthttp.Response, err error) {
 	status := fasthttp.StatusBadRequest
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		status = fasthttp.StatusRequestEntityTooLarge
 	}
-	writeLinkError(&ctx.Response, filters.NewError(filters.ErrCodeDirectInvoke, status, 3, "internal: bad request: %v", err))
+	writeLinkError(resp, filters.NewError(filters.ErrCodeDirectInvoke, status, 3, "internal: bad request: %v", err))
 }
