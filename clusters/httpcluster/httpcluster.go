@@ -43,7 +43,8 @@ type Options struct {
 	Eject time.Duration
 }
 
-// doer is what both fasthttp clients offer.
+// doer is what both clients offer: fasthttp's HostClient and the
+// pipelining pipeClient.
 type doer interface {
 	Do(req *fasthttp.Request, resp *fasthttp.Response) error
 	DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error
@@ -54,8 +55,6 @@ type endpoint struct {
 	host     []byte
 	inflight atomic.Int64
 	ejected  atomic.Int64 // unix nanos until which the endpoint is skipped
-	// Pipelined endpoints: the error of the last dial, nil once one worked.
-	dialErr atomic.Pointer[error]
 }
 
 // Cluster is an HTTP cluster.
@@ -108,23 +107,7 @@ func New(o Options) (*Cluster, error) {
 		dialer := &fasthttp.TCPDialer{Concurrency: 0}
 		dial := func(a string) (net.Conn, error) { return dialer.DialTimeout(a, ct) }
 		if o.PipelineConns > 0 {
-			ep := &endpoint{host: []byte(addr)}
-			ep.client = &fasthttp.PipelineClient{
-				Addr: addr, MaxConns: o.PipelineConns, MaxPendingRequests: 4096, MaxIdleConnDuration: 60 * time.Second,
-				ReadBufferSize: 16384, WriteBufferSize: 16384, NoDefaultUserAgentHeader: true,
-				DisableHeaderNamesNormalizing: true, DisablePathNormalizing: true,
-				Logger: quietLogger{}, // it would log every failed connection to stderr
-				Dial: func(a string) (net.Conn, error) {
-					conn, err := dial(a)
-					if err != nil {
-						ep.dialErr.Store(&err)
-						return refusedConn{err}, nil
-					}
-					ep.dialErr.Store(nil)
-					return conn, nil
-				},
-			}
-			c.eps = append(c.eps, ep)
+			c.eps = append(c.eps, &endpoint{host: []byte(addr), client: newPipeClient(addr, o.PipelineConns, dial)})
 			continue
 		}
 		c.eps = append(c.eps, &endpoint{
@@ -145,34 +128,17 @@ func New(o Options) (*Cluster, error) {
 	return c, nil
 }
 
-// refusedConn stands in for a connection a pipelined endpoint could not
-// open. fasthttp's PipelineClient does not fail queued requests when its dial
-// fails: it redials in a loop and they wait for the app to come back,
-// forever when no timeout is set. A connection that fails every read and
-// write makes it fail them now (as io.EOF: Handle reports the dial error).
-type refusedConn struct{ err error }
-
-func (c refusedConn) Read([]byte) (int, error)       { return 0, c.err }
-func (c refusedConn) Write([]byte) (int, error)      { return 0, c.err }
-func (refusedConn) Close() error                     { return nil }
-func (refusedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (refusedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (refusedConn) SetDeadline(time.Time) error      { return nil }
-func (refusedConn) SetReadDeadline(time.Time) error  { return nil }
-func (refusedConn) SetWriteDeadline(time.Time) error { return nil }
-
-type quietLogger struct{}
-
-func (quietLogger) Printf(string, ...any) {}
-
 // Close releases idle connections. In-flight requests finish.
 func (c *Cluster) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
 	for _, ep := range c.eps {
-		if hc, ok := ep.client.(*fasthttp.HostClient); ok {
-			hc.CloseIdleConnections()
+		switch cl := ep.client.(type) {
+		case *fasthttp.HostClient:
+			cl.CloseIdleConnections()
+		case *pipeClient:
+			cl.Close()
 		}
 	}
 	return nil
@@ -223,9 +189,6 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 	}
 	ep.inflight.Add(-1)
 	if err != nil {
-		if dialErr := ep.dialErr.Load(); dialErr != nil {
-			err = *dialErr // a pipelined request whose connection could not be opened
-		}
 		gc := codes.Internal
 		switch {
 		case errors.Is(err, fasthttp.ErrTimeout):
@@ -233,7 +196,8 @@ func (c *Cluster) Handle(ctx context.Context, ex *filters.Exchange) error {
 		case isRefused(err):
 			ep.ejected.Store(time.Now().Add(c.eject).UnixNano())
 			gc = codes.Unavailable
-		case errors.Is(err, fasthttp.ErrNoFreeConns), errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, fasthttp.ErrPipelineOverflow):
+		case errors.Is(err, fasthttp.ErrNoFreeConns), errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, fasthttp.ErrPipelineOverflow),
+			errors.Is(err, errPipelineClosedByApp), errors.Is(err, errPipeNotSent), errors.Is(err, errPipeIdleClosed):
 			gc = codes.Unavailable
 		}
 		return c.fail(ex, err, gc)

@@ -1,0 +1,403 @@
+package httpcluster
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// pipeClient pipelines HTTP/1.1 requests to one address over up to n
+// connections. A caller serializes its request into the connection's write
+// buffer itself; the caller that finds the buffer empty yields once and
+// then writes everything queued meanwhile in one write, so requests that
+// arrive together leave together. One reader per connection reads the
+// answers in order and hands each to its caller: a request crosses one
+// goroutine, the reader, on its way back.
+type pipeClient struct {
+	addr       string
+	dial       func(string) (net.Conn, error)
+	maxPending int // calls queued on one connection before it counts as full
+
+	rr     atomic.Uint32
+	mu     sync.Mutex
+	slots  []*pipeConn // nil: not dialed (or failed)
+	dialMu []sync.Mutex
+	closed bool
+}
+
+// errPipelineClosedByApp fails the requests queued behind an answer that
+// said "Connection: close": the app does not read them (RFC 9112 9.6).
+var errPipelineClosedByApp = errors.New("the app closed the connection before answering (Connection: close)")
+
+// errPipeNotSent is a request that found its connection failed before it
+// was queued.
+var errPipeNotSent = errors.New("the connection to the app failed before the request was sent")
+
+// errPipeIdleClosed is a request sent on a connection the app closed while
+// it was idle: it was never read.
+var errPipeIdleClosed = errors.New("the app closed the idle connection")
+
+func newPipeClient(addr string, n int, dial func(string) (net.Conn, error)) *pipeClient {
+	if n < 1 {
+		n = 1
+	}
+	return &pipeClient{addr: addr, dial: dial, maxPending: 1024,
+		slots: make([]*pipeConn, n), dialMu: make([]sync.Mutex, n)}
+}
+
+// pipeCall is a request waiting for its answer.
+type pipeCall struct {
+	resp *fasthttp.Response
+	head bool // HEAD: the answer has no body
+	// state: 0 waiting, 1 the reader is reading the answer into resp, 2 the
+	// caller gave up (the reader reads the answer into a scratch response)
+	state atomic.Int32
+	done  chan error
+	timer *time.Timer
+}
+
+var pipeCallPool = sync.Pool{New: func() any { return &pipeCall{done: make(chan error, 1)} }}
+
+// pipeConn is one pipelined connection.
+type pipeConn struct {
+	cl   *pipeClient
+	slot int
+	nc   net.Conn
+	br   *bufio.Reader
+
+	mu      sync.Mutex
+	buf     []byte      // requests not yet written
+	pending bool        // a caller is about to write buf
+	queue   []*pipeCall // sent or about to be: the next answer is queue[head]
+	head    int
+	err     error // set once: the connection is done
+	// answered counts the answers read; idleSince is its value when the
+	// queue last went from empty to not. A failure with no answer read
+	// since then is the app closing an idle connection, the requests on it
+	// unread.
+	answered  int
+	idleSince int
+
+	wmu        sync.Mutex
+	spare      []byte
+	wdlRefresh time.Time // when the write deadline is next moved on
+}
+
+func (cl *pipeClient) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
+	return cl.DoTimeout(req, resp, 0)
+}
+
+// DoTimeout sends req on one of the connections and waits up to timeout
+// (0: for ever) for its answer. req is written as its header says (request
+// URI and Host as the cluster's rewrite set them) followed by its body.
+func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	body := req.Body()
+	req.Header.SetContentLength(len(body))
+	idempotent := req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut() ||
+		req.Header.IsDelete() || req.Header.IsOptions() || req.Header.IsTrace()
+	for attempt := 0; ; attempt++ {
+		pc, err := cl.conn()
+		if err != nil {
+			return err
+		}
+		err = pc.do(req, body, resp, timeout)
+		// A request the app never read (an idle connection it had closed,
+		// or one queued behind a "Connection: close" answer) goes again on
+		// a fresh connection; after a close of an idle connection only an
+		// idempotent one, since the two cannot be told apart from a crash
+		// with certainty.
+		retry := errors.Is(err, errPipelineClosedByApp) || errors.Is(err, errPipeNotSent) ||
+			(idempotent && errors.Is(err, errPipeIdleClosed))
+		if !retry || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// conn returns a live connection, dialing one when the slot it falls on
+// has none.
+func (cl *pipeClient) conn() (*pipeConn, error) {
+	i := int(cl.rr.Add(1)) % len(cl.slots)
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		return nil, fasthttp.ErrConnectionClosed
+	}
+	pc := cl.slots[i]
+	cl.mu.Unlock()
+	if pc != nil {
+		return pc, nil
+	}
+	cl.dialMu[i].Lock()
+	defer cl.dialMu[i].Unlock()
+	cl.mu.Lock()
+	pc = cl.slots[i]
+	cl.mu.Unlock()
+	if pc != nil {
+		return pc, nil // dialed by the caller we waited for
+	}
+	nc, err := cl.dial(cl.addr)
+	if err != nil {
+		return nil, err
+	}
+	pc = &pipeConn{cl: cl, slot: i, nc: nc, br: bufio.NewReaderSize(nc, 16384),
+		buf: make([]byte, 0, 4096), spare: make([]byte, 0, 4096)}
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		_ = nc.Close()
+		return nil, fasthttp.ErrConnectionClosed
+	}
+	cl.slots[i] = pc
+	cl.mu.Unlock()
+	go pc.readLoop()
+	return pc, nil
+}
+
+// drop empties pc's slot (if pc still holds it).
+func (cl *pipeClient) drop(pc *pipeConn) {
+	cl.mu.Lock()
+	if cl.slots[pc.slot] == pc {
+		cl.slots[pc.slot] = nil
+	}
+	cl.mu.Unlock()
+}
+
+// Close closes the connections with nothing queued; the others close once
+// their last answer is read. No new request is sent.
+func (cl *pipeClient) Close() {
+	cl.mu.Lock()
+	cl.closed = true
+	slots := append([]*pipeConn(nil), cl.slots...)
+	clear(cl.slots)
+	cl.mu.Unlock()
+	for _, pc := range slots {
+		if pc == nil {
+			continue
+		}
+		pc.mu.Lock()
+		idle := len(pc.queue) == pc.head
+		pc.mu.Unlock()
+		if idle {
+			pc.fail(fasthttp.ErrConnectionClosed)
+		}
+	}
+}
+
+func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Response, timeout time.Duration) error {
+	call := pipeCallPool.Get().(*pipeCall)
+	call.resp = resp
+	call.head = req.Header.IsHead()
+	call.state.Store(0)
+	pc.mu.Lock()
+	if pc.err != nil {
+		err := pc.err
+		pc.mu.Unlock()
+		pipeCallPool.Put(call)
+		return fmt.Errorf("%w: %v", errPipeNotSent, err) // DoTimeout goes again
+	}
+	if len(pc.queue)-pc.head >= pc.cl.maxPending {
+		pc.mu.Unlock()
+		pipeCallPool.Put(call)
+		return fasthttp.ErrPipelineOverflow
+	}
+	// fasthttp's AppendBytes of a header appends to what it is given.
+	pc.buf = req.Header.AppendBytes(pc.buf)
+	pc.buf = append(pc.buf, body...)
+	if len(pc.queue) == pc.head {
+		pc.idleSince = pc.answered
+	}
+	if pc.head > 0 && len(pc.queue) == cap(pc.queue) {
+		// Room at the front (the queue never drained): move down.
+		n := copy(pc.queue, pc.queue[pc.head:])
+		clear(pc.queue[n:])
+		pc.queue, pc.head = pc.queue[:n], 0
+	}
+	pc.queue = append(pc.queue, call)
+	first := !pc.pending
+	pc.pending = true
+	pc.mu.Unlock()
+	if first {
+		// Requests made meanwhile by other goroutines join this write.
+		runtime.Gosched()
+		pc.flush()
+	}
+	return pc.wait(call, timeout)
+}
+
+// flush writes what is queued (batches leave in the order they were
+// taken: the write lock is taken before the buffer).
+func (pc *pipeConn) flush() {
+	pc.wmu.Lock()
+	pc.mu.Lock()
+	out := pc.buf
+	pc.buf = pc.spare[:0]
+	pc.pending = false
+	failed := pc.err != nil
+	pc.mu.Unlock()
+	var err error
+	if len(out) > 0 && !failed {
+		if now := time.Now(); now.After(pc.wdlRefresh) {
+			_ = pc.nc.SetWriteDeadline(now.Add(writeStall))
+			pc.wdlRefresh = now.Add(writeStall / 2)
+		}
+		_, err = pc.nc.Write(out)
+	}
+	if cap(out) > 1<<20 {
+		out = make([]byte, 0, 4096) // a large body's buffer is not kept
+	}
+	pc.spare = out[:0]
+	pc.wmu.Unlock()
+	if err != nil {
+		pc.fail(err)
+	}
+}
+
+// writeStall is how long a write may wait for the app to read.
+const writeStall = 10 * time.Second
+
+func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
+	if timeout <= 0 {
+		err := <-call.done
+		call.resp = nil
+		pipeCallPool.Put(call)
+		return err
+	}
+	if call.timer == nil {
+		call.timer = time.NewTimer(timeout)
+	} else {
+		call.timer.Reset(timeout)
+	}
+	select {
+	case err := <-call.done:
+		call.timer.Stop()
+		call.resp = nil
+		pipeCallPool.Put(call)
+		return err
+	case <-call.timer.C:
+	}
+	if call.state.CompareAndSwap(0, 2) {
+		// The reader will read the answer into a scratch response and
+		// drop it; the call is not reused.
+		return fasthttp.ErrTimeout
+	}
+	// The answer is being read into resp and has not come whole in time:
+	// the connection goes (the calls behind it fail), so that an app that
+	// stalls in the middle of an answer holds nobody past their timeout.
+	pc.fail(errStalledAnswer)
+	<-call.done
+	call.resp = nil
+	pipeCallPool.Put(call)
+	return fasthttp.ErrTimeout
+}
+
+// errStalledAnswer fails the calls queued behind an answer that stalled
+// past its caller's timeout.
+var errStalledAnswer = errors.New("the connection was closed: an answer ahead on it stalled past its timeout")
+
+var scratchPool = sync.Pool{New: func() any { return new(fasthttp.Response) }}
+
+// readLoop reads answers in order until the connection fails.
+func (pc *pipeConn) readLoop() {
+	for {
+		if _, err := pc.br.Peek(1); err != nil {
+			pc.mu.Lock()
+			idle := pc.answered == pc.idleSince
+			pc.mu.Unlock()
+			if idle && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err)) {
+				err = errPipeIdleClosed
+			}
+			pc.fail(err)
+			return
+		}
+		pc.mu.Lock()
+		if len(pc.queue) == pc.head {
+			pc.mu.Unlock()
+			pc.fail(errors.New("the app sent an answer to no request"))
+			return
+		}
+		call := pc.queue[pc.head]
+		// Taken under mu, so that fail, which takes the queue under it,
+		// leaves this call to the reader.
+		owned := call.state.CompareAndSwap(0, 1)
+		pc.mu.Unlock()
+		resp, scratch := call.resp, false
+		if !owned {
+			resp, scratch = scratchPool.Get().(*fasthttp.Response), true
+		}
+		resp.SkipBody = call.head
+		err := resp.Read(pc.br)
+		closeAfter := err == nil && resp.ConnectionClose()
+		resp.SkipBody = false
+		if scratch {
+			resp.Reset()
+			scratchPool.Put(resp)
+		}
+		pc.mu.Lock()
+		if pc.head < len(pc.queue) && pc.queue[pc.head] == call { // else fail took the queue
+			pc.queue[pc.head] = nil
+			if pc.head++; pc.head == len(pc.queue) {
+				pc.queue, pc.head = pc.queue[:0], 0
+			}
+		}
+		pc.answered++
+		pc.mu.Unlock()
+		if owned {
+			call.done <- err
+		}
+		if err != nil {
+			pc.fail(err)
+			return
+		}
+		if closeAfter {
+			pc.fail(errPipelineClosedByApp)
+			return
+		}
+		pc.cl.mu.Lock()
+		closing := pc.cl.closed
+		pc.cl.mu.Unlock()
+		if closing {
+			pc.mu.Lock()
+			drained := len(pc.queue) == pc.head
+			pc.mu.Unlock()
+			if drained {
+				pc.fail(fasthttp.ErrConnectionClosed)
+				return
+			}
+		}
+	}
+}
+
+// fail closes the connection and fails every call still queued on it.
+func (pc *pipeConn) fail(err error) {
+	pc.mu.Lock()
+	if pc.err != nil {
+		pc.mu.Unlock()
+		return
+	}
+	pc.err = err
+	calls := pc.queue[pc.head:]
+	pc.queue, pc.head = nil, 0
+	pc.mu.Unlock()
+	pc.cl.drop(pc)
+	_ = pc.nc.Close()
+	for _, call := range calls {
+		if call.state.CompareAndSwap(0, 1) {
+			call.done <- err
+		}
+	}
+}
+
+// isReset reports a connection reset by the peer.
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "read"
+}

@@ -1,0 +1,355 @@
+package httpcluster
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// countingConn counts the writes made on a connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+func plainDial(a string) (net.Conn, error) { return net.DialTimeout("tcp", a, time.Second) }
+
+func pipeRequest(verb, path, body string) *fasthttp.Request {
+	req := fasthttp.AcquireRequest()
+	req.Header.SetMethod(verb)
+	req.SetRequestURI(path) // as the cluster's rewrite leaves it: path and Host
+	req.Header.SetHost("app")
+	req.SetBodyString(body)
+	return req
+}
+
+// TestPipeBatches: requests made at once leave in fewer writes than there
+// are requests, and every caller gets its own answer.
+func TestPipeBatches(t *testing.T) {
+	a := startApp(t, nil) // echoes the body
+	var writes atomic.Int32
+	cl := newPipeClient(a.addr, 1, func(addr string) (net.Conn, error) {
+		c, err := plainDial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, &writes}, nil
+	})
+	t.Cleanup(cl.Close)
+	const n = 64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := pipeRequest("POST", "/m", fmt.Sprint("call-", i))
+			resp := fasthttp.AcquireResponse()
+			<-start
+			err := cl.DoTimeout(req, resp, 5*time.Second)
+			if err == nil && string(resp.Body()) != fmt.Sprint("call-", i) {
+				err = fmt.Errorf("call %d got %q", i, resp.Body())
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if w := writes.Load(); w >= n {
+		t.Errorf("%d requests took %d writes: not batched", n, w)
+	}
+	if o := a.opened.Load(); o != 1 {
+		t.Errorf("%d connections opened, want 1", o)
+	}
+}
+
+// rawPipeApp serves each accepted connection with serve(conn, index).
+func rawPipeApp(t *testing.T, serve func(c net.Conn, br *bufio.Reader, i int)) (string, *atomic.Int32) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			i := int(conns.Add(1)) - 1
+			go func() {
+				defer c.Close()
+				serve(c, bufio.NewReader(c), i)
+			}()
+		}
+	}()
+	return ln.Addr().String(), &conns
+}
+
+// readReq reads one request (no body expected beyond Content-Length).
+func readReq(br *bufio.Reader) (*http.Request, error) {
+	r, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(r.Body)
+	return r, nil
+}
+
+// TestPipeResendAfterConnectionClose: a request queued behind an answer
+// that says "Connection: close" is not read by the app; it goes again on a
+// new connection and is answered there (a POST too: it was never read).
+func TestPipeResendAfterConnectionClose(t *testing.T) {
+	gotFirst := make(chan struct{})
+	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, i int) {
+		if i == 0 {
+			if _, err := readReq(br); err != nil {
+				return
+			}
+			close(gotFirst)
+			if _, err := readReq(br); err != nil { // the second, pipelined
+				return
+			}
+			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst"))
+			return
+		}
+		for {
+			r, err := readReq(br)
+			if err != nil {
+				return
+			}
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(r.URL.Path), r.URL.Path)
+		}
+	})
+	cl := newPipeClient(addr, 1, plainDial)
+	t.Cleanup(cl.Close)
+	type result struct {
+		body string
+		err  error
+	}
+	call := func(verb, path string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			resp := fasthttp.AcquireResponse()
+			err := cl.DoTimeout(pipeRequest(verb, path, "x"), resp, 5*time.Second)
+			ch <- result{string(resp.Body()), err}
+		}()
+		return ch
+	}
+	first := call("GET", "/one")
+	select {
+	case <-gotFirst:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app never got the first request")
+	}
+	second := call("POST", "/two")
+	if r := <-first; r.err != nil || r.body != "first" {
+		t.Fatalf("first: %q %v", r.body, r.err)
+	}
+	if r := <-second; r.err != nil || r.body != "/two" {
+		t.Fatalf("second, queued behind Connection: close: %q %v (want it sent again and answered)", r.body, r.err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+// TestPipeIdleCloseRetriesIdempotentOnly: the app closes a connection after
+// reading a request, without answering (what a keep-alive timeout that
+// crosses a request looks like). A GET goes again on a new connection; a
+// POST, which the app may have acted on, is not sent twice.
+func TestPipeIdleCloseRetriesIdempotentOnly(t *testing.T) {
+	for _, tc := range []struct {
+		verb      string
+		wantErr   bool
+		wantConns int32
+	}{{"GET", false, 2}, {"POST", true, 1}} {
+		t.Run(tc.verb, func(t *testing.T) {
+			var requests atomic.Int32
+			addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, i int) {
+				for {
+					if _, err := readReq(br); err != nil {
+						return
+					}
+					requests.Add(1)
+					if i == 0 {
+						return // closed unanswered
+					}
+					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				}
+			})
+			cl := newPipeClient(addr, 1, plainDial)
+			t.Cleanup(cl.Close)
+			resp := fasthttp.AcquireResponse()
+			err := cl.DoTimeout(pipeRequest(tc.verb, "/m", "x"), resp, 5*time.Second)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("answered %q; want an error", resp.Body())
+				}
+				if !errors.Is(err, errPipeIdleClosed) {
+					t.Errorf("error %v, want errPipeIdleClosed", err)
+				}
+			} else if err != nil || string(resp.Body()) != "ok" {
+				t.Fatalf("%q %v; want the request sent again and answered", resp.Body(), err)
+			}
+			if n := conns.Load(); n != tc.wantConns {
+				t.Errorf("%d connections, want %d", n, tc.wantConns)
+			}
+			if n := requests.Load(); n != tc.wantConns {
+				t.Errorf("the app read %d requests, want %d", n, tc.wantConns)
+			}
+		})
+	}
+}
+
+// TestPipeTimeoutKeepsOrder: a request that timed out is still answered on
+// its connection later; that answer is dropped (the caller's response is
+// its own again) and the next request gets its own answer.
+func TestPipeTimeoutKeepsOrder(t *testing.T) {
+	a := startApp(t, func(ctx *fasthttp.RequestCtx, _ int32) {
+		if string(ctx.Request.Body()) == "slow" {
+			time.Sleep(300 * time.Millisecond) // a slow app, not synchronisation
+		}
+		ctx.SetBody(ctx.Request.Body())
+	})
+	cl := newPipeClient(a.addr, 1, plainDial)
+	t.Cleanup(cl.Close)
+	first := fasthttp.AcquireResponse()
+	if err := cl.DoTimeout(pipeRequest("POST", "/m", "slow"), first, 50*time.Millisecond); !errors.Is(err, fasthttp.ErrTimeout) {
+		t.Fatalf("slow request: %v, want ErrTimeout", err)
+	}
+	for _, body := range []string{"fast", "faster"} {
+		resp := fasthttp.AcquireResponse()
+		if err := cl.DoTimeout(pipeRequest("POST", "/m", body), resp, 5*time.Second); err != nil || string(resp.Body()) != body {
+			t.Fatalf("after the timeout: %q %v, want %q", resp.Body(), err, body)
+		}
+	}
+	if len(first.Body()) != 0 {
+		t.Errorf("the late answer was written into the response of the call that gave up: %q", first.Body())
+	}
+	if o := a.opened.Load(); o != 1 {
+		t.Errorf("%d connections, want 1", o)
+	}
+}
+
+// TestPipeHead: the answer to a HEAD carries a Content-Length but no body;
+// the request after it on the same connection gets its own answer.
+func TestPipeHead(t *testing.T) {
+	addr, _ := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, _ int) {
+		for {
+			r, err := readReq(br)
+			if err != nil {
+				return
+			}
+			if r.Method == "HEAD" {
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"))
+			} else {
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+			}
+		}
+	})
+	cl := newPipeClient(addr, 1, plainDial)
+	t.Cleanup(cl.Close)
+	resp := fasthttp.AcquireResponse()
+	if err := cl.DoTimeout(pipeRequest("HEAD", "/m", ""), resp, 2*time.Second); err != nil {
+		t.Fatalf("HEAD: %v", err)
+	}
+	if resp.Header.ContentLength() != 5 || len(resp.Body()) != 0 {
+		t.Fatalf("HEAD: length %d, body %q", resp.Header.ContentLength(), resp.Body())
+	}
+	resp.Reset()
+	if err := cl.DoTimeout(pipeRequest("GET", "/m", ""), resp, 2*time.Second); err != nil || string(resp.Body()) != "hello" {
+		t.Fatalf("GET after HEAD: %q %v", resp.Body(), err)
+	}
+}
+
+// TestPipeCloseLetsCallsFinish: Close fails no call in flight; later calls
+// fail at once.
+func TestPipeCloseLetsCallsFinish(t *testing.T) {
+	g := newGate()
+	a := startApp(t, func(ctx *fasthttp.RequestCtx, n int32) {
+		g.wait(n)
+		ctx.SetBodyString("done")
+	})
+	cl := newPipeClient(a.addr, 1, plainDial)
+	res := make(chan error, 1)
+	go func() {
+		resp := fasthttp.AcquireResponse()
+		err := cl.DoTimeout(pipeRequest("GET", "/m", ""), resp, 5*time.Second)
+		if err == nil && string(resp.Body()) != "done" {
+			err = fmt.Errorf("body %q", resp.Body())
+		}
+		res <- err
+	}()
+	g.waitEntered(t)
+	cl.Close()
+	g.open()
+	if err := <-res; err != nil {
+		t.Fatalf("the call in flight: %v", err)
+	}
+	if err := cl.DoTimeout(pipeRequest("GET", "/m", ""), fasthttp.AcquireResponse(), time.Second); !errors.Is(err, fasthttp.ErrConnectionClosed) {
+		t.Fatalf("a call after Close: %v", err)
+	}
+}
+
+// TestPipeStalledAnswer: an app that starts an answer and stops in the
+// middle holds its caller no longer than the timeout; the connection goes,
+// and the next request is answered on a new one.
+func TestPipeStalledAnswer(t *testing.T) {
+	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, i int) {
+		for {
+			if _, err := readReq(br); err != nil {
+				return
+			}
+			if i == 0 {
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab"))
+				continue // the rest never comes
+			}
+			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		}
+	})
+	cl := newPipeClient(addr, 1, plainDial)
+	t.Cleanup(cl.Close)
+	res := make(chan error, 1)
+	go func() {
+		res <- cl.DoTimeout(pipeRequest("GET", "/m", ""), fasthttp.AcquireResponse(), 100*time.Millisecond)
+	}()
+	select {
+	case err := <-res:
+		if !errors.Is(err, fasthttp.ErrTimeout) {
+			t.Fatalf("stalled answer: %v, want ErrTimeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a caller whose answer stalled midway was held past its timeout")
+	}
+	resp := fasthttp.AcquireResponse()
+	if err := cl.DoTimeout(pipeRequest("GET", "/m", ""), resp, 2*time.Second); err != nil || string(resp.Body()) != "ok" {
+		t.Fatalf("the next request: %q %v", resp.Body(), err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
