@@ -168,8 +168,9 @@ var httpClient = &http.Client{Timeout: 10 * time.Second}
 // use the HTTP/1.1 peer link once they learned it and forward gRPC proxying
 // calls for their own app as HTTP/2 frames (the defaults), and between
 // sidecars that only speak the internal gRPC API and proxy through grpc-go
-// (--internal-http=false --grpc-frame-proxy=false). The answers must be
-// the same.
+// (--internal-http=false --grpc-frame-proxy=false), and a third time with
+// the HTTP app's requests pipelined (--app-pipeline-connections 2). The
+// answers must be the same.
 func TestInvokeOverHTTP(t *testing.T) {
 	for _, tr := range []struct {
 		name string
@@ -177,6 +178,8 @@ func TestInvokeOverHTTP(t *testing.T) {
 	}{
 		{"peer link and frame proxying", nil},
 		{"internal gRPC and grpc-go proxying", []string{"--internal-http=false", "--grpc-frame-proxy=false"}},
+		// The HTTP app's requests pipelined over two connections.
+		{"pipelined to the app", []string{"--app-pipeline-connections", "2"}},
 	} {
 		t.Run(tr.name, func(t *testing.T) { testInvoke(t, startTopology(t, tr.args...)) })
 	}
