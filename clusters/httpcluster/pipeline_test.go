@@ -353,3 +353,33 @@ func TestPipeStalledAnswer(t *testing.T) {
 		t.Errorf("%d connections, want 2", n)
 	}
 }
+
+// BenchmarkPipeClient: parallel requests to a local app through the
+// pipelining client, beside fasthttp's HostClient (one request per
+// connection at a time). Allocations include none of the app's (it runs
+// in this process too, so they are counted: compare the two).
+func BenchmarkPipeClient(b *testing.B) {
+	a := startApp(b, nil)
+	for _, tc := range []struct {
+		name string
+		c    doer
+	}{
+		{"pipelined-2", newPipeClient(a.addr, 2, plainDial)},
+		{"hostclient", &fasthttp.HostClient{Addr: a.addr, MaxConns: 1024}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				req := pipeRequest("POST", "/m", "payload")
+				resp := fasthttp.AcquireResponse()
+				for pb.Next() {
+					if err := tc.c.Do(req, resp); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
