@@ -27,10 +27,9 @@ type pipeClient struct {
 	maxPending int // calls queued on one connection before it counts as full
 
 	rr     atomic.Uint32
-	mu     sync.Mutex
-	slots  []*pipeConn // nil: not dialed (or failed)
-	dialMu []sync.Mutex
-	closed bool
+	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
+	dialMu []sync.Mutex               // one dial per slot at a time
+	closed atomic.Bool
 }
 
 // errPipelineClosedByApp fails the requests queued behind an answer that
@@ -50,7 +49,7 @@ func newPipeClient(addr string, n int, dial func(string) (net.Conn, error)) *pip
 		n = 1
 	}
 	return &pipeClient{addr: addr, dial: dial, maxPending: 1024,
-		slots: make([]*pipeConn, n), dialMu: make([]sync.Mutex, n)}
+		slots: make([]atomic.Pointer[pipeConn], n), dialMu: make([]sync.Mutex, n)}
 }
 
 // pipeCall is a request waiting for its answer.
@@ -109,10 +108,11 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 			return err
 		}
 		err = pc.do(req, body, resp, timeout)
-		// A request the app never read (an idle connection it had closed,
-		// or one queued behind a "Connection: close" answer) goes again on
-		// a fresh connection; after a close of an idle connection only an
-		// idempotent one, since the two cannot be told apart from a crash
+		// A request never sent (its connection had failed), or one the app
+		// did not read (queued behind a "Connection: close" answer, or on
+		// an idle connection the app closed) goes again on a fresh
+		// connection; after a close of an idle connection only an
+		// idempotent one, since that cannot be told apart from a crash
 		// with certainty.
 		retry := errors.Is(err, errPipelineClosedByApp) || errors.Is(err, errPipeNotSent) ||
 			(idempotent && errors.Is(err, errPipeIdleClosed))
@@ -125,61 +125,43 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 // conn returns a live connection, dialing one when the slot it falls on
 // has none.
 func (cl *pipeClient) conn() (*pipeConn, error) {
-	i := int(cl.rr.Add(1)) % len(cl.slots)
-	cl.mu.Lock()
-	if cl.closed {
-		cl.mu.Unlock()
+	if cl.closed.Load() {
 		return nil, fasthttp.ErrConnectionClosed
 	}
-	pc := cl.slots[i]
-	cl.mu.Unlock()
-	if pc != nil {
+	i := int(cl.rr.Add(1)) % len(cl.slots)
+	if pc := cl.slots[i].Load(); pc != nil {
 		return pc, nil
 	}
 	cl.dialMu[i].Lock()
 	defer cl.dialMu[i].Unlock()
-	cl.mu.Lock()
-	pc = cl.slots[i]
-	cl.mu.Unlock()
-	if pc != nil {
+	if pc := cl.slots[i].Load(); pc != nil {
 		return pc, nil // dialed by the caller we waited for
 	}
 	nc, err := cl.dial(cl.addr)
 	if err != nil {
 		return nil, err
 	}
-	pc = &pipeConn{cl: cl, slot: i, nc: nc, br: bufio.NewReaderSize(nc, 16384),
+	pc := &pipeConn{cl: cl, slot: i, nc: nc, br: bufio.NewReaderSize(nc, 16384),
 		buf: make([]byte, 0, 4096), spare: make([]byte, 0, 4096)}
-	cl.mu.Lock()
-	if cl.closed {
-		cl.mu.Unlock()
-		_ = nc.Close()
+	cl.slots[i].Store(pc)
+	go pc.readLoop()
+	if cl.closed.Load() {
+		// Closed while dialing: Close may have missed this connection.
+		pc.fail(fasthttp.ErrConnectionClosed)
 		return nil, fasthttp.ErrConnectionClosed
 	}
-	cl.slots[i] = pc
-	cl.mu.Unlock()
-	go pc.readLoop()
 	return pc, nil
 }
 
 // drop empties pc's slot (if pc still holds it).
-func (cl *pipeClient) drop(pc *pipeConn) {
-	cl.mu.Lock()
-	if cl.slots[pc.slot] == pc {
-		cl.slots[pc.slot] = nil
-	}
-	cl.mu.Unlock()
-}
+func (cl *pipeClient) drop(pc *pipeConn) { cl.slots[pc.slot].CompareAndSwap(pc, nil) }
 
 // Close closes the connections with nothing queued; the others close once
 // their last answer is read. No new request is sent.
 func (cl *pipeClient) Close() {
-	cl.mu.Lock()
-	cl.closed = true
-	slots := append([]*pipeConn(nil), cl.slots...)
-	clear(cl.slots)
-	cl.mu.Unlock()
-	for _, pc := range slots {
+	cl.closed.Store(true)
+	for i := range cl.slots {
+		pc := cl.slots[i].Swap(nil)
 		if pc == nil {
 			continue
 		}
@@ -201,6 +183,7 @@ func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Respon
 	if pc.err != nil {
 		err := pc.err
 		pc.mu.Unlock()
+		pc.cl.drop(pc) // so that the next try dials (fail may not have yet)
 		pipeCallPool.Put(call)
 		return fmt.Errorf("%w: %v", errPipeNotSent, err) // DoTimeout goes again
 	}
@@ -289,15 +272,29 @@ func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
 		// drop it; the call is not reused.
 		return fasthttp.ErrTimeout
 	}
-	// The answer is being read into resp and has not come whole in time:
-	// the connection goes (the calls behind it fail), so that an app that
-	// stalls in the middle of an answer holds nobody past their timeout.
+	// The answer is being read into resp and has not come whole in time.
+	// An answer that is still not whole a grace period later closes the
+	// connection (the calls behind it fail), so that an app that stalls in
+	// the middle of an answer holds nobody for long past their timeout.
+	call.timer.Reset(stallGrace)
+	select {
+	case err := <-call.done:
+		call.timer.Stop()
+		call.resp = nil
+		pipeCallPool.Put(call)
+		return err // it came whole after all
+	case <-call.timer.C:
+	}
 	pc.fail(errStalledAnswer)
 	<-call.done
 	call.resp = nil
 	pipeCallPool.Put(call)
 	return fasthttp.ErrTimeout
 }
+
+// stallGrace is how long an answer that has begun may go on past its
+// caller's timeout before its connection is closed.
+const stallGrace = 100 * time.Millisecond
 
 // errStalledAnswer fails the calls queued behind an answer that stalled
 // past its caller's timeout.
@@ -361,10 +358,7 @@ func (pc *pipeConn) readLoop() {
 			pc.fail(errPipelineClosedByApp)
 			return
 		}
-		pc.cl.mu.Lock()
-		closing := pc.cl.closed
-		pc.cl.mu.Unlock()
-		if closing {
+		if pc.cl.closed.Load() {
 			pc.mu.Lock()
 			drained := len(pc.queue) == pc.head
 			pc.mu.Unlock()
