@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -22,9 +21,8 @@ import (
 // answers in order and hands each to its caller: a request crosses one
 // goroutine, the reader, on its way back.
 type pipeClient struct {
-	addr       string
-	dial       func(string) (net.Conn, error)
-	maxPending int // calls queued on one connection before it counts as full
+	addr string
+	dial func(string) (net.Conn, error)
 
 	rr     atomic.Uint32
 	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
@@ -44,11 +42,15 @@ var errPipeNotSent = errors.New("the connection to the app failed before the req
 // it was idle: it was never read.
 var errPipeIdleClosed = errors.New("the app closed the idle connection")
 
+// pipeMaxPending is how many requests may wait for their answers on one
+// connection; past it a request fails with ErrPipelineOverflow.
+const pipeMaxPending = 1024
+
 func newPipeClient(addr string, n int, dial func(string) (net.Conn, error)) *pipeClient {
 	if n < 1 {
 		n = 1
 	}
-	return &pipeClient{addr: addr, dial: dial, maxPending: 1024,
+	return &pipeClient{addr: addr, dial: dial,
 		slots: make([]atomic.Pointer[pipeConn], n), dialMu: make([]sync.Mutex, n)}
 }
 
@@ -100,8 +102,6 @@ func (cl *pipeClient) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
 	body := req.Body()
 	req.Header.SetContentLength(len(body))
-	idempotent := req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut() ||
-		req.Header.IsDelete() || req.Header.IsOptions() || req.Header.IsTrace()
 	for attempt := 0; ; attempt++ {
 		pc, err := cl.conn()
 		if err != nil {
@@ -115,7 +115,7 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 		// idempotent one, since that cannot be told apart from a crash
 		// with certainty.
 		retry := errors.Is(err, errPipelineClosedByApp) || errors.Is(err, errPipeNotSent) ||
-			(idempotent && errors.Is(err, errPipeIdleClosed))
+			(errors.Is(err, errPipeIdleClosed) && isIdempotent(&req.Header))
 		if !retry || attempt == 2 {
 			return err
 		}
@@ -187,7 +187,7 @@ func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Respon
 		pipeCallPool.Put(call)
 		return fmt.Errorf("%w: %v", errPipeNotSent, err) // DoTimeout goes again
 	}
-	if len(pc.queue)-pc.head >= pc.cl.maxPending {
+	if len(pc.queue)-pc.head >= pipeMaxPending {
 		pc.mu.Unlock()
 		pipeCallPool.Put(call)
 		return fasthttp.ErrPipelineOverflow
@@ -306,11 +306,13 @@ var scratchPool = sync.Pool{New: func() any { return new(fasthttp.Response) }}
 func (pc *pipeConn) readLoop() {
 	for {
 		if _, err := pc.br.Peek(1); err != nil {
+			// No byte of an answer came: on a connection idle until the
+			// requests now queued were sent, the app closed it unread.
 			pc.mu.Lock()
 			idle := pc.answered == pc.idleSince
 			pc.mu.Unlock()
-			if idle && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err)) {
-				err = errPipeIdleClosed
+			if idle {
+				err = fmt.Errorf("%w (%v)", errPipeIdleClosed, err)
 			}
 			pc.fail(err)
 			return
@@ -326,15 +328,15 @@ func (pc *pipeConn) readLoop() {
 		// leaves this call to the reader.
 		owned := call.state.CompareAndSwap(0, 1)
 		pc.mu.Unlock()
-		resp, scratch := call.resp, false
+		resp := call.resp
 		if !owned {
-			resp, scratch = scratchPool.Get().(*fasthttp.Response), true
+			resp = scratchPool.Get().(*fasthttp.Response) // its caller gave up
 		}
 		resp.SkipBody = call.head
 		err := resp.Read(pc.br)
 		closeAfter := err == nil && resp.ConnectionClose()
 		resp.SkipBody = false
-		if scratch {
+		if !owned {
 			resp.Reset()
 			scratchPool.Put(resp)
 		}
@@ -390,8 +392,7 @@ func (pc *pipeConn) fail(err error) {
 	}
 }
 
-// isReset reports a connection reset by the peer.
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "read"
+// isIdempotent reports whether a request may be sent twice (RFC 9110 9.2.2).
+func isIdempotent(h *fasthttp.RequestHeader) bool {
+	return h.IsGet() || h.IsHead() || h.IsPut() || h.IsDelete() || h.IsOptions() || h.IsTrace()
 }
