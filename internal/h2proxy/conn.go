@@ -41,6 +41,12 @@ const (
 	window = 1 << 20
 	// creditAt is how much received data is credited back at once.
 	creditAt = window / 4
+	// holdLimit is how much data received on one connection may wait here
+	// for its calls' upstreams before the connection's window stops being
+	// credited on receipt (Envoy's per-connection buffer limit is 1 MiB
+	// too): what one connection can make the proxy buffer is bounded by it
+	// plus one window, however many calls it opens.
+	holdLimit = window
 	// defaultWindow is HTTP/2's initial window until the peer's SETTINGS.
 	defaultWindow = 65535
 	// maxFrame is the largest DATA frame this end sends (HTTP/2's default
@@ -74,7 +80,16 @@ type Conn struct {
 	wdlRefresh  time.Time // when the write deadline is next moved on
 	nextID      uint32    // client: the next stream id to open
 
-	recvUnacked int64 // reader: connection-level data not yet credited
+	// Connection-level receive accounting (under cmu): owed is data
+	// received and not yet credited back to the peer, held what of it is
+	// still buffered here (early data of calls not yet bridged, frames
+	// queued for an upstream's window). Credit goes back on receipt while
+	// held stays within holdLimit, and waits for forwarding past it;
+	// creditDue asks the next flush to write it.
+	cmu       sync.Mutex
+	owed      int64
+	held      int64
+	creditDue atomic.Bool
 
 	mu       sync.Mutex
 	streams  map[uint32]*stream
@@ -243,11 +258,68 @@ func (c *Conn) markDirty(d *Conn) {
 }
 
 func (c *Conn) flushLocked() {
+	if c.creditDue.Load() {
+		c.writeCreditLocked()
+	}
 	if c.werr == nil && c.bw.Buffered() > 0 {
 		if err := c.bw.Flush(); err != nil {
 			c.werr = err
 			go c.fail(fmt.Errorf("h2proxy: write: %w", err))
 		}
+	}
+}
+
+// received accounts for n bytes of DATA read on c (reader only); hold says
+// they stay buffered here until released.
+func (c *Conn) received(n int64, hold bool) {
+	c.cmu.Lock()
+	c.owed += n
+	if hold {
+		c.held += n
+	}
+	due := c.owed >= creditAt && c.held <= holdLimit
+	c.cmu.Unlock()
+	if due {
+		c.creditDue.Store(true)
+		c.markDirty(c)
+	}
+}
+
+// released accounts for n held bytes that were forwarded or dropped. rd is
+// the connection whose reader runs this (it flushes later), nil to have
+// the flusher write the credit.
+func (c *Conn) released(n int64, rd *Conn) {
+	if n == 0 {
+		return
+	}
+	c.cmu.Lock()
+	c.held -= n
+	due := c.owed >= creditAt && c.held <= holdLimit
+	c.cmu.Unlock()
+	if !due {
+		return
+	}
+	c.creditDue.Store(true)
+	if rd != nil {
+		rd.markDirty(c)
+	} else {
+		c.scheduleFlush()
+	}
+}
+
+// writeCreditLocked credits the connection window with what is owed, if
+// what is held allows (under wmu).
+func (c *Conn) writeCreditLocked() {
+	c.creditDue.Store(false)
+	c.cmu.Lock()
+	v := c.owed
+	ok := v > 0 && c.held <= holdLimit
+	if ok {
+		c.owed = 0
+	}
+	c.cmu.Unlock()
+	if ok {
+		c.writeErr(c.wf.WriteWindowUpdate(0, uint32(v)))
 	}
 }
 
@@ -406,15 +478,10 @@ func (c *Conn) lookup(id uint32) *stream {
 
 func (c *Conn) onData(f *http2.DataFrame) error {
 	n := int64(f.Header().Length)
-	c.recvUnacked += n
-	if c.recvUnacked >= creditAt {
-		c.wmu.Lock()
-		c.writeErr(c.wf.WriteWindowUpdate(0, uint32(c.recvUnacked)))
-		c.wmu.Unlock()
-		c.markDirty(c)
-		c.recvUnacked = 0
-	}
 	s := c.lookup(f.StreamID)
+	if s == nil || s.recvEnd.Load() {
+		c.received(n, false) // dropped
+	}
 	if s == nil {
 		if c.idleID(f.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -430,6 +497,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		c.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
 		return nil
 	}
+	c.received(n, true)
 	s.onData(f.Data(), f.StreamEnded(), n)
 	return nil
 }
@@ -653,7 +721,7 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	c.settledOnce.Do(func() { close(c.settled) })
 	c.markDirty(c)
 	for _, cr := range credits {
-		cr.s.credit(cr.n, c)
+		cr.s.forwarded(cr.n, c)
 	}
 	return nil
 }
@@ -685,7 +753,7 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.wmu.Unlock()
 	c.markDirty(c)
 	for _, cr := range credits {
-		cr.s.credit(cr.n, c)
+		cr.s.forwarded(cr.n, c)
 	}
 	return nil
 }

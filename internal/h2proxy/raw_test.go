@@ -404,10 +404,10 @@ func TestGoAwayDrained(t *testing.T) {
 	}
 }
 
-// TestHungApp: an app that accepts connections and never speaks HTTP/2
-// fails each call when that call's deadline ends: calls waiting for the
-// connection another call is dialing do not wait past their own deadline.
-func TestHungApp(t *testing.T) {
+// acceptAll listens on a free port, runs serve on a goroutine for each
+// connection accepted (closed when the test ends) and returns the address.
+func acceptAll(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -420,9 +420,17 @@ func TestHungApp(t *testing.T) {
 				return
 			}
 			t.Cleanup(func() { _ = nc.Close() })
+			go serve(nc)
 		}
 	}()
-	pool := NewPool(ln.Addr().String(), nil)
+	return ln.Addr().String()
+}
+
+// TestHungApp: an app that accepts connections and never speaks HTTP/2
+// fails each call when that call's deadline ends: calls waiting for the
+// connection another call is dialing do not wait past their own deadline.
+func TestHungApp(t *testing.T) {
+	pool := NewPool(acceptAll(t, func(net.Conn) {}), nil)
 	t.Cleanup(pool.Close)
 	bridge := bridgeAll(pool)
 	held := make(chan time.Duration, 16) // how long the proxy held each short call

@@ -87,10 +87,20 @@ func (st *Stream) Answered() bool {
 	return st.s.sentHdr || st.s.resetOut
 }
 
+// finish ends the call; data that arrived for a call never bridged is
+// dropped. It may run under the connection's wmu (lock order: wmu, then
+// the stream's mu).
 func (st *Stream) finish() {
 	st.doneOnce.Do(func() {
 		close(st.done)
 		st.cancel()
+		st.s.mu.Lock()
+		var early int64
+		if st.s.peer == nil {
+			early = st.s.dropEarlyLocked()
+		}
+		st.s.mu.Unlock()
+		st.s.c.released(early, nil)
 	})
 }
 
@@ -172,7 +182,7 @@ func (st *Stream) Bridge(ctx context.Context, up *Pool, fields []hpack.HeaderFie
 		return status.Error(codes.Canceled, "h2proxy: the caller reset the call")
 	}
 	data, n, end := s.early, s.earlyN, s.earlyEnd
-	s.early = nil
+	s.early, s.earlyN = nil, 0
 	s.peer = p
 	written := true
 	if len(data) > 0 || end {
@@ -182,7 +192,7 @@ func (st *Stream) Bridge(ctx context.Context, up *Pool, fields []hpack.HeaderFie
 	}
 	s.mu.Unlock()
 	if written {
-		s.credit(n, nil)
+		s.forwarded(n, nil)
 	}
 	select {
 	case <-st.done:

@@ -47,7 +47,8 @@ type frame struct {
 	n      int64
 }
 
-// onData forwards a DATA frame received on s (reader of s.c).
+// onData forwards a DATA frame received on s (reader of s.c). Its n bytes
+// count as held on s.c until forwarded or dropped.
 func (s *stream) onData(data []byte, end bool, n int64) {
 	if end {
 		s.recvEnd.Store(true)
@@ -56,12 +57,16 @@ func (s *stream) onData(data []byte, end bool, n int64) {
 	p := s.peer
 	if p == nil {
 		over := s.earlyN+n > window
-		if !s.resetIn && !over {
+		kept := !s.resetIn && !over
+		if kept {
 			s.early = append(s.early, data...)
 			s.earlyN += n
 			s.earlyEnd = s.earlyEnd || end
 		}
 		s.mu.Unlock()
+		if !kept {
+			s.c.released(n, s.c)
+		}
 		if over {
 			// More than the window this end granted: the caller ignores
 			// flow control.
@@ -71,7 +76,7 @@ func (s *stream) onData(data []byte, end bool, n int64) {
 	}
 	s.mu.Unlock()
 	if p.sendData(data, end, s, n, s.c) {
-		s.credit(n, s.c)
+		s.forwarded(n, s.c)
 	}
 	if end {
 		s.maybeRemove()
@@ -105,13 +110,15 @@ func (s *stream) onReset(code http2.ErrCode) {
 	s.remove()
 	s.c.wmu.Lock()
 	s.resetOut = true
-	s.q = nil
+	dropped := s.dropQueueLocked()
 	s.c.wmu.Unlock()
+	release(dropped, s.c)
 	s.mu.Lock()
 	s.resetIn = true
 	p := s.peer
-	s.early = nil
+	early := s.dropEarlyLocked()
 	s.mu.Unlock()
+	s.c.released(early, s.c)
 	if p != nil {
 		if s.recvEnd.Load() && code == http2.ErrCodeNo {
 			// The answer (or the request) ended before the reset: the
@@ -129,10 +136,14 @@ func (s *stream) onReset(code http2.ErrCode) {
 // connGone ends s when its connection failed.
 func (s *stream) connGone(err error) {
 	s.removed.Store(true)
+	s.c.wmu.Lock()
+	dropped := s.dropQueueLocked()
+	s.c.wmu.Unlock()
+	release(dropped, nil)
 	s.mu.Lock()
 	s.resetIn = true
 	p := s.peer
-	s.early = nil
+	s.early, s.earlyN = nil, 0 // the connection is gone: nothing to credit
 	s.mu.Unlock()
 	if s.ss != nil {
 		s.ss.finish()
@@ -157,12 +168,14 @@ func (s *stream) reset(code http2.ErrCode, rd *Conn) {
 	c := s.c
 	s.remove()
 	c.wmu.Lock()
+	var dropped []credit
 	if !s.resetOut && !(s.sentEnd && s.recvEnd.Load()) {
 		s.resetOut = true
-		s.q = nil
+		dropped = s.dropQueueLocked()
 		c.writeErr(c.wf.WriteRSTStream(s.id, code))
 	}
 	c.wmu.Unlock()
+	release(dropped, rd)
 	s.flushBy(rd)
 	if s.ss != nil {
 		s.ss.finish()
@@ -353,6 +366,43 @@ func (s *stream) remove() {
 			c.idleOnce.Do(func() { close(c.idle) })
 		}
 	}
+}
+
+// dropQueueLocked empties s's queue (nothing more will be sent on s) and
+// returns what the dropped DATA frames held on their senders' connections
+// (under s.c.wmu).
+func (s *stream) dropQueueLocked() []credit {
+	var out []credit
+	for _, f := range s.q {
+		if f.src != nil && f.n > 0 {
+			out = append(out, credit{f.src, f.n})
+		}
+	}
+	s.q = nil
+	return out
+}
+
+// release gives back to their connections the held bytes of dropped frames.
+func release(dropped []credit, rd *Conn) {
+	for _, cr := range dropped {
+		cr.s.c.released(cr.n, rd)
+	}
+}
+
+// dropEarlyLocked forgets the data that arrived before s was bridged and
+// returns what it held on s.c (under s.mu).
+func (s *stream) dropEarlyLocked() int64 {
+	n := s.earlyN
+	s.early, s.earlyN = nil, 0
+	return n
+}
+
+// forwarded accounts for n bytes received on s that left for its peer (or
+// were dropped with it): they no longer count as held on s.c, and return
+// to s's window.
+func (s *stream) forwarded(n int64, rd *Conn) {
+	s.c.released(n, rd)
+	s.credit(n, rd)
 }
 
 // credit returns n forwarded bytes of s's window to its sender.
