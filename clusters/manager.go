@@ -86,7 +86,7 @@ func (httpKind) Kind() string { return config.ClusterHTTP }
 func (httpKind) Build(c config.Cluster, env Env) (Cluster, error) {
 	return httpcluster.New(httpcluster.Options{
 		Name: c.Name, AppID: env.AppID, Endpoints: c.Endpoints, LBPolicy: c.LBPolicy,
-		MaxConcurrency: c.MaxConcurrency, MaxConns: c.MaxConns, PipelineConns: c.PipelineConns,
+		MaxConcurrency: c.MaxConcurrency, MaxConns: c.MaxConns, PipelineConns: c.PipelineConns, PipelineStall: c.PipelineStall.D(),
 		ConnectTimeout: c.ConnectTimeout.D(), Timeout: c.Timeout.D(), AppAPIToken: env.AppAPIToken,
 	})
 }
@@ -150,6 +150,7 @@ func LocalApp(c *config.Config) (config.Cluster, bool) {
 		Endpoints:      []string{net.JoinHostPort(host, strconv.Itoa(c.AppPort))},
 		MaxConcurrency: max(c.AppMaxConcurrency, 0),
 		PipelineConns:  c.AppPipelineConns,
+		PipelineStall:  c.AppPipelineStall,
 	}, true
 }
 

@@ -54,6 +54,8 @@ var settings = []setting{
 		set: func(c *Config, v any) (err error) { c.AppMaxConcurrency, err = asInt(v); return }},
 	{key: "app_pipeline_connections", flag: "app-pipeline-connections", def: 0, usage: "Pipeline HTTP/1.1 requests to the app over this many connections (0: off; a slow request delays those queued behind it)",
 		set: func(c *Config, v any) (err error) { c.AppPipelineConns, err = asInt(v); return }},
+	{key: "app_pipeline_stall_after", flag: "app-pipeline-stall-after", def: time.Duration(0), usage: "With pipelining, pass over a connection whose oldest answer has been waited on this long with none read meanwhile; requests that find every one so go on a connection of their own (0: 10ms)",
+		set: func(c *Config, v any) (err error) { c.AppPipelineStall, err = asDuration(v, time.Second); return }},
 	{key: "app_health_timeout", flag: "app-health-timeout", def: time.Duration(0), usage: "How long to wait for the app port to open; 0 waits forever",
 		set: func(c *Config, v any) (err error) { c.AppHealthTimeout, err = asDuration(v, time.Second); return }},
 	{key: "dapr_http_port", flag: "dapr-http-port", def: 3500, usage: "HTTP port for the Dapr API to listen on",

@@ -47,6 +47,7 @@ type Config struct {
 	AppChannelAddress      string   `json:"app_channel_address"`
 	AppMaxConcurrency      int      `json:"app_max_concurrency"`      // 0: unlimited
 	AppPipelineConns       int      `json:"app_pipeline_connections"` // >0: HTTP/1.1 pipelining to the app over this many connections
+	AppPipelineStall       Duration `json:"app_pipeline_stall_after"` // with pipelining: a connection whose answer takes this long with none read meanwhile is passed over; 0: 10ms
 	AppHealthTimeout       Duration `json:"app_health_timeout"`       // how long to wait for the app port; 0: forever
 	DaprHTTPPort           int      `json:"dapr_http_port"`
 	DaprGRPCPort           int      `json:"dapr_grpc_port"`
@@ -156,6 +157,7 @@ type Cluster struct {
 	MaxConcurrency int      `json:"max_concurrency"`
 	MaxConns       int      `json:"max_conns_per_endpoint"`
 	PipelineConns  int      `json:"pipeline_connections"` // >0: pipeline HTTP/1.1 requests over this many connections per endpoint
+	PipelineStall  Duration `json:"pipeline_stall_after"` // a pipelined connection waiting this long on an answer with none read meanwhile is passed over; 0: 10ms
 	ConnectTimeout Duration `json:"connect_timeout"`
 	Timeout        Duration `json:"timeout"` // per request, unless the route says otherwise
 }

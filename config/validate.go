@@ -117,6 +117,9 @@ func (c *Config) validateSettings(p *problems) {
 	if c.GracefulShutdown < 0 {
 		p.add(c.where("dapr_graceful_shutdown_seconds"), "dapr_graceful_shutdown_seconds", "must not be negative")
 	}
+	if c.AppPipelineStall < 0 {
+		p.add(c.where("app_pipeline_stall_after"), "app_pipeline_stall_after", "must not be negative")
+	}
 	if c.AppHealthTimeout < 0 {
 		p.add(c.where("app_health_timeout"), "app_health_timeout", "must not be negative")
 	}
@@ -269,6 +272,9 @@ func (c *Config) validateClusters(p *problems) map[string]bool {
 		}
 		if cl.MaxConns < 0 {
 			p.add(src, at+".max_conns_per_endpoint", "must not be negative")
+		}
+		if cl.PipelineStall < 0 {
+			p.add(src, at+".pipeline_stall_after", "must not be negative")
 		}
 		if cl.ConnectTimeout < 0 {
 			p.add(src, at+".connect_timeout", "must not be negative")

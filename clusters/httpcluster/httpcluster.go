@@ -35,7 +35,12 @@ type Options struct {
 	// PipelineConns > 0 pipelines HTTP/1.1 requests over that many
 	// connections per endpoint: fewer syscalls for the proxy and the app,
 	// but a slow request delays the ones queued behind it on its connection.
-	PipelineConns  int
+	PipelineConns int
+	// PipelineStall: a pipelined connection whose oldest answer has been
+	// waited on this long with none read meanwhile is passed over; a
+	// request that finds every one so goes on a connection of its own
+	// (0: DefaultPipelineStall).
+	PipelineStall  time.Duration
 	ConnectTimeout time.Duration
 	Timeout        time.Duration // per request unless the route sets one; 0: none
 	AppAPIToken    string        // sent as dapr-api-token (APP_API_TOKEN)
@@ -106,27 +111,33 @@ func New(o Options) (*Cluster, error) {
 		}
 		dialer := &fasthttp.TCPDialer{Concurrency: 0}
 		dial := func(a string) (net.Conn, error) { return dialer.DialTimeout(a, ct) }
+		hc := &fasthttp.HostClient{
+			Addr:                          addr,
+			MaxConns:                      maxConns,
+			MaxIdleConnDuration:           60 * time.Second,
+			ReadBufferSize:                8192,
+			WriteBufferSize:               8192,
+			NoDefaultUserAgentHeader:      true,
+			DisableHeaderNamesNormalizing: true,
+			DisablePathNormalizing:        true,
+			Dial:                          dial,
+		}
 		if o.PipelineConns > 0 {
-			c.eps = append(c.eps, &endpoint{host: []byte(addr), client: newPipeClient(addr, o.PipelineConns, dial)})
+			stall := o.PipelineStall
+			if stall <= 0 {
+				stall = DefaultPipelineStall
+			}
+			c.eps = append(c.eps, &endpoint{host: []byte(addr), client: newPipeClient(addr, o.PipelineConns, dial, hc, stall)})
 			continue
 		}
-		c.eps = append(c.eps, &endpoint{
-			host: []byte(addr),
-			client: &fasthttp.HostClient{
-				Addr:                          addr,
-				MaxConns:                      maxConns,
-				MaxIdleConnDuration:           60 * time.Second,
-				ReadBufferSize:                8192,
-				WriteBufferSize:               8192,
-				NoDefaultUserAgentHeader:      true,
-				DisableHeaderNamesNormalizing: true,
-				DisablePathNormalizing:        true,
-				Dial:                          dial,
-			},
-		})
+		c.eps = append(c.eps, &endpoint{host: []byte(addr), client: hc})
 	}
 	return c, nil
 }
+
+// DefaultPipelineStall is how long a pipelined connection may wait on an
+// answer, with none read meanwhile, before requests pass it over.
+const DefaultPipelineStall = 10 * time.Millisecond
 
 // Close releases idle connections. In-flight requests finish.
 func (c *Cluster) Close() error {
@@ -139,6 +150,9 @@ func (c *Cluster) Close() error {
 			cl.CloseIdleConnections()
 		case *pipeClient:
 			cl.Close()
+			if hc, ok := cl.around.(*fasthttp.HostClient); ok {
+				hc.CloseIdleConnections()
+			}
 		}
 	}
 	return nil

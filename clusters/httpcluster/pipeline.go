@@ -23,6 +23,10 @@ import (
 type pipeClient struct {
 	addr string
 	dial func(string) (net.Conn, error)
+	// around takes the requests that find every connection stalled: an
+	// answer waited on for stallAfter with nothing answered meanwhile.
+	around     doer
+	stallAfter time.Duration
 
 	rr     atomic.Uint32
 	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
@@ -46,13 +50,21 @@ var errPipeIdleClosed = errors.New("the app closed the idle connection")
 // connection; past it a request fails with ErrPipelineOverflow.
 const pipeMaxPending = 1024
 
-func newPipeClient(addr string, n int, dial func(string) (net.Conn, error)) *pipeClient {
+// newPipeClient pipelines over n connections; around (nil: none) takes the
+// requests that find every connection stalled for stallAfter (0: never).
+func newPipeClient(addr string, n int, dial func(string) (net.Conn, error), around doer, stallAfter time.Duration) *pipeClient {
 	if n < 1 {
 		n = 1
 	}
-	return &pipeClient{addr: addr, dial: dial,
+	if around == nil {
+		stallAfter = 0
+	}
+	return &pipeClient{addr: addr, dial: dial, around: around, stallAfter: stallAfter,
 		slots: make([]atomic.Pointer[pipeConn], n), dialMu: make([]sync.Mutex, n)}
 }
+
+// errPipesStalled sends a request around the pipelined connections.
+var errPipesStalled = errors.New("every pipelined connection is waiting on a slow answer")
 
 // pipeCall is a request waiting for its answer.
 type pipeCall struct {
@@ -86,6 +98,11 @@ type pipeConn struct {
 	// unread.
 	answered  int
 	idleSince int
+	// waiting is how many calls wait for answers, progress (unix nanos)
+	// when the last answer was read or the queue last became busy: read
+	// without mu to tell a stalled connection.
+	waiting  atomic.Int32
+	progress atomic.Int64
 
 	wmu        sync.Mutex
 	spare      []byte
@@ -104,6 +121,12 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 	req.Header.SetContentLength(len(body))
 	for attempt := 0; ; attempt++ {
 		pc, err := cl.conn()
+		if err == errPipesStalled {
+			if timeout <= 0 {
+				return cl.around.Do(req, resp)
+			}
+			return cl.around.DoTimeout(req, resp, timeout)
+		}
 		if err != nil {
 			return err
 		}
@@ -123,15 +146,37 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 }
 
 // conn returns a live connection, dialing one when the slot it falls on
-// has none.
+// has none. A connection whose oldest call has waited stallAfter with no
+// answer read meanwhile (a slow answer holds up the ones behind it) is
+// passed over for the next; when every one is, errPipesStalled.
 func (cl *pipeClient) conn() (*pipeConn, error) {
 	if cl.closed.Load() {
 		return nil, fasthttp.ErrConnectionClosed
 	}
-	i := int(cl.rr.Add(1)) % len(cl.slots)
-	if pc := cl.slots[i].Load(); pc != nil {
-		return pc, nil
+	n := len(cl.slots)
+	i := int(cl.rr.Add(1)) % n
+	var now int64
+	for k := range n {
+		j := (i + k) % n
+		pc := cl.slots[j].Load()
+		if pc == nil {
+			return cl.dialSlot(j)
+		}
+		if cl.stallAfter <= 0 || pc.waiting.Load() == 0 {
+			return pc, nil
+		}
+		if now == 0 {
+			now = time.Now().UnixNano()
+		}
+		if time.Duration(now-pc.progress.Load()) < cl.stallAfter {
+			return pc, nil
+		}
 	}
+	return nil, errPipesStalled
+}
+
+// dialSlot dials slot i's connection (unless another caller just did).
+func (cl *pipeClient) dialSlot(i int) (*pipeConn, error) {
 	cl.dialMu[i].Lock()
 	defer cl.dialMu[i].Unlock()
 	if pc := cl.slots[i].Load(); pc != nil {
@@ -197,7 +242,11 @@ func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Respon
 	pc.buf = append(pc.buf, body...)
 	if len(pc.queue) == pc.head {
 		pc.idleSince = pc.answered
+		if pc.cl.stallAfter > 0 {
+			pc.progress.Store(time.Now().UnixNano())
+		}
 	}
+	pc.waiting.Add(1)
 	if pc.head > 0 && len(pc.queue) == cap(pc.queue) {
 		// Room at the front (the queue never drained): move down.
 		n := copy(pc.queue, pc.queue[pc.head:])
@@ -346,9 +395,13 @@ func (pc *pipeConn) readLoop() {
 			if pc.head++; pc.head == len(pc.queue) {
 				pc.queue, pc.head = pc.queue[:0], 0
 			}
+			pc.waiting.Add(-1)
 		}
 		pc.answered++
 		pc.mu.Unlock()
+		if pc.cl.stallAfter > 0 {
+			pc.progress.Store(time.Now().UnixNano())
+		}
 		if owned {
 			call.done <- err
 		}
@@ -382,6 +435,7 @@ func (pc *pipeConn) fail(err error) {
 	pc.err = err
 	calls := pc.queue[pc.head:]
 	pc.queue, pc.head = nil, 0
+	pc.waiting.Store(0)
 	pc.mu.Unlock()
 	pc.cl.drop(pc)
 	_ = pc.nc.Close()

@@ -48,7 +48,7 @@ func TestPipeBatches(t *testing.T) {
 			return nil, err
 		}
 		return countingConn{c, &writes}, nil
-	})
+	}, nil, 0)
 	t.Cleanup(cl.Close)
 	const n = 64
 	start := make(chan struct{})
@@ -144,7 +144,7 @@ func TestPipeResendAfterConnectionClose(t *testing.T) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(r.URL.Path), r.URL.Path)
 		}
 	})
-	cl := newPipeClient(addr, 1, plainDial)
+	cl := newPipeClient(addr, 1, plainDial, nil, 0)
 	t.Cleanup(cl.Close)
 	type result struct {
 		body string
@@ -201,7 +201,7 @@ func TestPipeIdleCloseRetriesIdempotentOnly(t *testing.T) {
 					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 				}
 			})
-			cl := newPipeClient(addr, 1, plainDial)
+			cl := newPipeClient(addr, 1, plainDial, nil, 0)
 			t.Cleanup(cl.Close)
 			resp := fasthttp.AcquireResponse()
 			err := cl.DoTimeout(pipeRequest(tc.verb, "/m", "x"), resp, 5*time.Second)
@@ -235,7 +235,7 @@ func TestPipeTimeoutKeepsOrder(t *testing.T) {
 		}
 		ctx.SetBody(ctx.Request.Body())
 	})
-	cl := newPipeClient(a.addr, 1, plainDial)
+	cl := newPipeClient(a.addr, 1, plainDial, nil, 0)
 	t.Cleanup(cl.Close)
 	first := fasthttp.AcquireResponse()
 	if err := cl.DoTimeout(pipeRequest("POST", "/m", "slow"), first, 50*time.Millisecond); !errors.Is(err, fasthttp.ErrTimeout) {
@@ -271,7 +271,7 @@ func TestPipeHead(t *testing.T) {
 			}
 		}
 	})
-	cl := newPipeClient(addr, 1, plainDial)
+	cl := newPipeClient(addr, 1, plainDial, nil, 0)
 	t.Cleanup(cl.Close)
 	resp := fasthttp.AcquireResponse()
 	if err := cl.DoTimeout(pipeRequest("HEAD", "/m", ""), resp, 2*time.Second); err != nil {
@@ -294,7 +294,7 @@ func TestPipeCloseLetsCallsFinish(t *testing.T) {
 		g.wait(n)
 		ctx.SetBodyString("done")
 	})
-	cl := newPipeClient(a.addr, 1, plainDial)
+	cl := newPipeClient(a.addr, 1, plainDial, nil, 0)
 	res := make(chan error, 1)
 	go func() {
 		resp := fasthttp.AcquireResponse()
@@ -331,7 +331,7 @@ func TestPipeStalledAnswer(t *testing.T) {
 			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 		}
 	})
-	cl := newPipeClient(addr, 1, plainDial)
+	cl := newPipeClient(addr, 1, plainDial, nil, 0)
 	t.Cleanup(cl.Close)
 	res := make(chan error, 1)
 	go func() {
@@ -354,6 +354,64 @@ func TestPipeStalledAnswer(t *testing.T) {
 	}
 }
 
+// TestPipeStallGoesAround: while a slow answer holds up its connection,
+// new requests go around it on a connection of their own; once it is
+// answered, requests are pipelined on that connection again.
+func TestPipeStallGoesAround(t *testing.T) {
+	slowIn := make(chan struct{})
+	var mu sync.Mutex
+	from := map[string]string{} // path -> the caller's address
+	a := startApp(t, func(ctx *fasthttp.RequestCtx, _ int32) {
+		mu.Lock()
+		from[string(ctx.Path())] = ctx.RemoteAddr().String()
+		mu.Unlock()
+		if string(ctx.Path()) == "/slow" {
+			close(slowIn)
+			time.Sleep(time.Second)
+		}
+		ctx.SetBodyString("ok")
+	})
+	around := &fasthttp.HostClient{Addr: a.addr, Dial: plainDial}
+	cl := newPipeClient(a.addr, 1, plainDial, around, 20*time.Millisecond)
+	t.Cleanup(cl.Close)
+	slowDone := make(chan error, 1)
+	go func() {
+		resp := fasthttp.AcquireResponse()
+		slowDone <- cl.DoTimeout(pipeRequest("GET", "/slow", ""), resp, 5*time.Second)
+	}()
+	<-slowIn
+	time.Sleep(50 * time.Millisecond)
+	for i := range 10 {
+		resp := fasthttp.AcquireResponse()
+		if err := cl.DoTimeout(pipeRequest("GET", fmt.Sprint("/fast", i), ""), resp, 5*time.Second); err != nil {
+			t.Fatalf("fast call %d: %v", i, err)
+		}
+		select {
+		case <-slowDone:
+			t.Fatalf("fast call %d waited for the slow answer ahead of it", i)
+		default:
+		}
+	}
+	if err := <-slowDone; err != nil {
+		t.Fatalf("slow call: %v", err)
+	}
+	// Idle for longer than the stall time: an idle connection is not a
+	// stalled one.
+	time.Sleep(50 * time.Millisecond)
+	resp := fasthttp.AcquireResponse()
+	if err := cl.DoTimeout(pipeRequest("GET", "/after", ""), resp, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if from["/fast0"] == from["/slow"] {
+		t.Fatalf("the fast call went on the stalled connection %s", from["/slow"])
+	}
+	if from["/after"] != from["/slow"] {
+		t.Fatalf("after the slow answer a call went on %s, not the pipelined connection %s", from["/after"], from["/slow"])
+	}
+}
+
 // BenchmarkPipeClient: parallel requests to a local app through the
 // pipelining client, beside fasthttp's HostClient (one request per
 // connection at a time). Allocations include none of the app's (it runs
@@ -364,7 +422,7 @@ func BenchmarkPipeClient(b *testing.B) {
 		name string
 		c    doer
 	}{
-		{"pipelined-2", newPipeClient(a.addr, 2, plainDial)},
+		{"pipelined-2", newPipeClient(a.addr, 2, plainDial, &fasthttp.HostClient{Addr: a.addr, MaxConns: 1024}, DefaultPipelineStall)},
 		{"hostclient", &fasthttp.HostClient{Addr: a.addr, MaxConns: 1024}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
