@@ -39,8 +39,16 @@ func TestValidate(t *testing.T) {
 		{"cluster and weighted clusters", func(c *Config) { c.Routes[0].WeightedClusters = []WeightedCluster{{Name: "app", Weight: 1}} }, []string{
 			"routes[0]: set cluster or weighted_clusters, not both",
 		}},
-		{"negative timeouts", func(c *Config) { c.Routes[0].Timeout = -1; c.Clusters[1].ConnectTimeout = -1; c.GracefulShutdown = -1 }, []string{
+		{"negative timeouts", func(c *Config) {
+			c.Routes[0].Timeout = -1
+			c.Clusters[1].ConnectTimeout = -1
+			c.Clusters[1].PipelineStall = -1
+			c.GracefulShutdown = -1
+			c.AppPipelineStall = -1
+		}, []string{
 			"dapr_graceful_shutdown_seconds: must not be negative",
+			"app_pipeline_stall_after: must not be negative",
+			"clusters[1].pipeline_stall_after: must not be negative",
 			"clusters[1].connect_timeout: must not be negative",
 			"routes[0].timeout: must not be negative",
 		}},
