@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -361,5 +362,40 @@ func writeFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPipelinedSlowAnswer: with the app's requests pipelined over one
+// connection, a slow answer does not hold up the calls made once it is
+// seen as slow (--app-pipeline-stall-after): they go on a connection of
+// their own and are answered while it is still being waited on.
+func TestPipelinedSlowAnswer(t *testing.T) {
+	appPort, _ := startApp(t)
+	sc := startSidecar(t, nil, "orders", appPort, "--app-pipeline-connections", "1", "--app-pipeline-stall-after", "50ms")
+	waitReady(t, sc)
+	slow := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(sc.url("/v1.0/invoke/orders/method/slow?ms=2000"))
+		if err != nil {
+			slow <- 0
+			return
+		}
+		resp.Body.Close()
+		slow <- resp.StatusCode
+	}()
+	time.Sleep(300 * time.Millisecond) // the slow call is at the app, past the stall time
+	for i := range 5 {
+		resp, b := do(t, "POST", sc.url("/v1.0/invoke/orders/method/fast"), strings.NewReader(fmt.Sprint("call ", i)))
+		if resp.StatusCode != 200 || !strings.Contains(string(b), fmt.Sprintf(`"body":"call %d"`, i)) {
+			t.Fatalf("fast call %d: %d %q", i, resp.StatusCode, b)
+		}
+		select {
+		case code := <-slow:
+			t.Fatalf("fast call %d was answered only after the slow call ahead of it (%d)", i, code)
+		default:
+		}
+	}
+	if code := <-slow; code != 200 {
+		t.Fatalf("slow call: %d", code)
 	}
 }
