@@ -2,6 +2,7 @@ package peerhttp
 
 import (
 	"bytes"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 
@@ -47,33 +48,64 @@ var eqFold = grpcwire.EqFold
 // under dapr-<name> (nil: dropped).
 type edit [2][]byte
 
-// note records the edit k needs, if any. Headers that need none (nearly
-// all) cost nothing.
-func note(todo []edit, k, v []byte, response bool) []edit {
-	c := rule(k, response)
-	if c == keep {
-		return todo
-	}
-	e := edit{append([]byte(nil), k...), nil}
-	if c == prefix {
-		e[1] = append([]byte(nil), v...)
-	}
-	return append(todo, e)
+// edits collects what a header block needs; the names and values are
+// copied into arena, reused from one block to the next (the header's own
+// bytes move as headers are deleted).
+type edits struct {
+	list  []edit
+	arena []byte
 }
 
-// carry out applies the edits to h.
+var editsPool = sync.Pool{New: func() any { return new(edits) }}
+
+// copyIn copies b, joined, into the arena.
+func (t *edits) copyIn(b ...[]byte) []byte {
+	start := len(t.arena)
+	for _, p := range b {
+		t.arena = append(t.arena, p...)
+	}
+	return t.arena[start:len(t.arena):len(t.arena)]
+}
+
+// note records the edit k needs, if any. Headers that need none (nearly
+// all) cost nothing; t is taken from the pool at the first that does.
+func note(t *edits, k, v []byte, response bool) *edits {
+	c := rule(k, response)
+	if c == keep {
+		return t
+	}
+	if t == nil {
+		t = editsPool.Get().(*edits)
+	}
+	e := edit{t.copyIn(k), nil}
+	if c == prefix {
+		e[1] = t.copyIn(v)
+	}
+	t.list = append(t.list, e)
+	return t
+}
+
+var daprPrefix = []byte("dapr-")
+
+// carryOut applies the edits to h and gives t back.
 func carryOut(h interface {
 	DelBytes([]byte)
 	AddBytesKV([]byte, []byte)
-}, todo []edit) {
-	for _, e := range todo {
+}, t *edits) {
+	if t == nil {
+		return
+	}
+	for _, e := range t.list {
 		h.DelBytes(e[0])
 	}
-	for _, e := range todo {
+	for _, e := range t.list {
 		if e[1] != nil {
-			h.AddBytesKV(append([]byte("dapr-"), e[0]...), e[1])
+			h.AddBytesKV(t.copyIn(daprPrefix, e[0]), e[1])
 		}
 	}
+	clear(t.list)
+	t.list, t.arena = t.list[:0], t.arena[:0]
+	editsPool.Put(t)
 }
 
 var (
@@ -99,7 +131,7 @@ func IsLinkRequest(h *fasthttp.RequestHeader) bool {
 func CleanRequest(h *fasthttp.RequestHeader) {
 	h.DelBytes(linkK)
 	h.DelBytes(timeoutK)
-	var todo []edit
+	var todo *edits
 	for k, v := range h.All() {
 		todo = note(todo, k, v, false)
 	}
@@ -112,7 +144,7 @@ func CleanRequest(h *fasthttp.RequestHeader) {
 // sends it back, and marks it as the link's.
 func CleanResponse(h *fasthttp.ResponseHeader) {
 	grpcwire.DropConnectionListed(h)
-	var todo []edit
+	var todo *edits
 	for k, v := range h.All() {
 		todo = note(todo, k, v, true)
 	}
