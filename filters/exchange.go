@@ -110,6 +110,7 @@ type Exchange struct {
 
 	keyBuf   []byte
 	addrBuf  []byte
+	callBuf  []byte // CallerAppID and CallerNamespace, when SetCaller copied them
 	ownsReq  bool
 	values   []value
 	released bool
@@ -168,13 +169,29 @@ func ReleaseExchange(ex *Exchange) {
 }
 
 func (ex *Exchange) reset() {
-	keyBuf, addrBuf := ex.keyBuf[:0], ex.addrBuf[:0]
+	keyBuf, addrBuf, callBuf := ex.keyBuf[:0], ex.addrBuf[:0], ex.callBuf[:0]
 	scratch := ex.Scratch[:0]
 	vals := ex.values[:0]
 	for i := range ex.values {
 		ex.values[i] = value{}
 	}
-	*ex = Exchange{keyBuf: keyBuf, addrBuf: addrBuf, Scratch: scratch, values: vals}
+	*ex = Exchange{keyBuf: keyBuf, addrBuf: addrBuf, callBuf: callBuf, Scratch: scratch, values: vals}
+}
+
+// SetCaller sets CallerAppID and CallerNamespace to copies of appID and
+// namespace, kept in a buffer of the exchange's own (reused from one
+// exchange to the next): for values that live in buffers the chain may
+// change, such as the request's headers. Empty ones are left nil.
+func (ex *Exchange) SetCaller(appID, namespace []byte) {
+	b := append(append(ex.callBuf[:0], appID...), namespace...)
+	ex.callBuf = b
+	ex.CallerAppID, ex.CallerNamespace = nil, nil
+	if len(appID) > 0 {
+		ex.CallerAppID = b[:len(appID):len(appID)]
+	}
+	if len(namespace) > 0 {
+		ex.CallerNamespace = b[len(appID):len(b):len(b)]
+	}
 }
 
 // SetValue attaches a per-exchange value for later filters (like

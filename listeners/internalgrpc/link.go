@@ -155,12 +155,7 @@ func (l *Listener) invokeLink(cctx context.Context, req *fasthttp.Request, resp 
 	ex.Req = req
 	ex.Resp = resp
 	// Copies: the header's own buffers change as the chain edits headers.
-	if v := req.Header.Peek(grpcwire.MDCallerID); len(v) > 0 {
-		ex.CallerAppID = append([]byte(nil), v...)
-	}
-	if v := req.Header.Peek(grpcwire.MDCallerNS); len(v) > 0 {
-		ex.CallerNamespace = append([]byte(nil), v...)
-	}
+	ex.SetCaller(req.Header.Peek(grpcwire.MDCallerID), req.Header.Peek(grpcwire.MDCallerNS))
 	ip, _ := netip.AddrFromSlice(remoteIP)
 	ex.SetRemoteAddr(ip.Unmap())
 	ex.SetInvoke(l.appID, method)
