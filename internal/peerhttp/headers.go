@@ -103,6 +103,9 @@ func carryOut(h interface {
 			h.AddBytesKV(t.copyIn(daprPrefix, e[0]), e[1])
 		}
 	}
+	if cap(t.arena) > 64<<10 {
+		return // a large value's copy is not kept
+	}
 	clear(t.list)
 	t.list, t.arena = t.list[:0], t.arena[:0]
 	editsPool.Put(t)
