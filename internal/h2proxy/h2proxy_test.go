@@ -516,11 +516,10 @@ func slowStartApp(t *testing.T) string {
 			return
 		}
 		defer nc.Close()
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(nc, pre); err != nil {
+		fr := serverFramer(nc)
+		if fr == nil {
 			return
 		}
-		fr := http2.NewFramer(nc, nc)
 		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 		_ = fr.WriteWindowUpdate(0, 1<<30)
 		total := 0

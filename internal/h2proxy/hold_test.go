@@ -2,7 +2,6 @@ package h2proxy
 
 import (
 	"context"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -48,15 +47,12 @@ func newStingyApp(t *testing.T) *stingyApp {
 }
 
 func (a *stingyApp) serve(nc net.Conn) {
-	pre := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(nc, pre); err != nil {
+	fr := serverFramer(nc)
+	if fr == nil {
 		return
 	}
-	fr := http2.NewFramer(nc, nc)
-	var wmu sync.Mutex
-	wmu.Lock()
 	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	wmu.Unlock()
+	var wmu sync.Mutex // the writes of the grant below and of this loop
 	var mu sync.Mutex
 	seen := map[uint32]bool{}
 	granted := false

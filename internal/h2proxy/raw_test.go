@@ -352,11 +352,10 @@ func TestGoAwayDrained(t *testing.T) {
 			}
 			go func() {
 				defer nc.Close()
-				pre := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(nc, pre); err != nil {
+				fr := serverFramer(nc)
+				if fr == nil {
 					return
 				}
-				fr := http2.NewFramer(nc, nc)
 				_ = fr.WriteSettings()
 				for {
 					f, err := fr.ReadFrame()
@@ -402,6 +401,16 @@ func TestGoAwayDrained(t *testing.T) {
 			t.Fatalf("call %d: the connection the app said GOAWAY on is still open", i)
 		}
 	}
+}
+
+// serverFramer reads a client's preface from nc and returns a framer on it
+// (nil when no preface came).
+func serverFramer(nc net.Conn) *http2.Framer {
+	pre := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(nc, pre); err != nil || string(pre) != http2.ClientPreface {
+		return nil
+	}
+	return http2.NewFramer(nc, nc)
 }
 
 // acceptAll listens on a free port, runs serve on a goroutine for each

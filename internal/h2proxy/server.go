@@ -95,10 +95,7 @@ func (st *Stream) finish() {
 		close(st.done)
 		st.cancel()
 		st.s.mu.Lock()
-		var early int64
-		if st.s.peer == nil {
-			early = st.s.dropEarlyLocked()
-		}
+		early := st.s.dropEarlyLocked() // 0 once bridged: Bridge took it
 		st.s.mu.Unlock()
 		st.s.c.released(early, nil)
 	})
