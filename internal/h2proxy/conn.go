@@ -763,8 +763,8 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 	c.goAway = true
 	var gone []*stream
 	if !c.server {
-		// Streams the peer never saw may be retried elsewhere; here they
-		// fail as unavailable.
+		// Streams the peer never saw: their callers are told so (refused)
+		// and may send them again.
 		for id, s := range c.streams {
 			if id > f.LastStreamID {
 				gone = append(gone, s)
@@ -776,7 +776,7 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 	drained := !c.server && c.active == 0
 	c.mu.Unlock()
 	for _, s := range gone {
-		s.connGone(errors.New("h2proxy: upstream going away"))
+		s.refused()
 	}
 	if drained {
 		c.fail(errDrained)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -497,5 +498,69 @@ func TestHungApp(t *testing.T) {
 	// The first call gives up on the app's SETTINGS after DialTimeout.
 	if err := <-first; status.Code(err) != codes.Unavailable {
 		t.Fatalf("the first call: %v", err)
+	}
+}
+
+// TestGoAwayUnseenRetried: a call that the app's GOAWAY says it never
+// processed reaches the caller as REFUSED_STREAM, so a gRPC client sends it
+// again by itself, and it succeeds on a new connection. Calls the app did
+// see are answered on the old connection.
+func TestGoAwayUnseenRetried(t *testing.T) {
+	var conns atomic.Int32
+	addr := acceptAll(t, func(nc net.Conn) {
+		n := conns.Add(1)
+		fr := serverFramer(nc)
+		if fr == nil {
+			return
+		}
+		_ = fr.WriteSettings()
+		answered := false
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.HeadersFrame:
+				if n == 1 && !answered {
+					// The first connection goes away before it takes the
+					// first call: stream ids above 0 were never seen.
+					answered = true
+					_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				}
+			case *http2.DataFrame:
+				if f.StreamEnded() && n > 1 {
+					var hb bytes.Buffer
+					enc := hpack.NewEncoder(&hb)
+					for _, hf := range []hpack.HeaderField{{Name: ":status", Value: "200"},
+						{Name: "content-type", Value: "application/grpc"}, {Name: "grpc-status", Value: "0"}} {
+						_ = enc.WriteField(hf)
+					}
+					_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+				}
+			}
+		}
+	})
+	pool := NewPool(addr, nil)
+	t.Cleanup(pool.Close)
+	e := setup(t, func(*Pool) func(*Stream) { return bridgeAll(pool) })
+	cc, err := grpc.NewClient(e.proxyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/x.Y/Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cs.SendMsg(&testgrpc.Payload{})
+	_ = cs.CloseSend()
+	if err := cs.RecvMsg(&testgrpc.Payload{}); !errors.Is(err, io.EOF) {
+		t.Fatalf("the call the app never saw was not sent again: %v", err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("the app got %d connections, want 2 (the one going away and a new one)", n)
 	}
 }

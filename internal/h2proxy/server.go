@@ -115,6 +115,16 @@ func (st *Stream) noteStatus(fields []hpack.HeaderField) {
 	}
 }
 
+// setStatus records the outcome of a call ended without trailers.
+func (st *Stream) setStatus(code codes.Code, msg string) {
+	c := st.s.c
+	c.wmu.Lock()
+	if !st.hasCode {
+		st.code, st.msg, st.hasCode = code, msg, true
+	}
+	c.wmu.Unlock()
+}
+
 // Err returns the call's outcome once Done: nil for OK, the status sent
 // otherwise, Canceled for a reset.
 func (st *Stream) Err() error {

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
 )
 
 // stream is one side of a bridged call: the downstream stream on the
@@ -160,6 +161,31 @@ func (s *stream) connGone(err error) {
 	if !s.recvEnd.Load() {
 		p.reset(http2.ErrCodeCancel, nil)
 	}
+}
+
+// refused ends s, an upstream stream that its peer's GOAWAY says it never
+// processed. Nothing of the call reached the app, so the caller's stream
+// is reset with REFUSED_STREAM: gRPC clients send such a call again on
+// their own (transparent retry), and the new attempt finds a connection
+// that is not going away. The call's outcome is Unavailable.
+func (s *stream) refused() {
+	s.removed.Store(true)
+	s.c.wmu.Lock()
+	s.resetOut = true // nothing more goes to a stream the peer ignores
+	dropped := s.dropQueueLocked()
+	s.c.wmu.Unlock()
+	release(dropped, nil)
+	s.mu.Lock()
+	s.resetIn = true
+	p := s.peer
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if p.ss != nil {
+		p.ss.setStatus(codes.Unavailable, "h2proxy: the upstream went away before it processed the call (refused, the caller may retry)")
+	}
+	p.reset(http2.ErrCodeRefusedStream, nil)
 }
 
 // reset writes RST_STREAM on s and drops it. rd is the connection whose
