@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -93,6 +94,16 @@ func (l *ChanListener) Addr() net.Addr { return l.addr }
 type PrefixConn struct {
 	net.Conn
 	Head []byte
+}
+
+// SyscallConn gives raw access to the socket under Conn, for writes that
+// must not block (h2proxy's). A read through it would skip Head.
+func (c *PrefixConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("listeners: the connection gives no raw access")
+	}
+	return sc.SyscallConn()
 }
 
 func (c *PrefixConn) Read(p []byte) (int, error) {

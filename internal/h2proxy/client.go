@@ -161,12 +161,13 @@ func (p *Pool) Close() {
 func Client(nc net.Conn) (*Conn, error) {
 	c := newConn(nc, false)
 	c.wmu.Lock()
-	_, err := c.bw.WriteString(http2.ClientPreface)
+	c.out = append(c.out, http2.ClientPreface...)
+	err := c.settings()
 	if err == nil {
-		err = c.settings()
-	}
-	if err == nil {
-		err = c.bw.Flush()
+		_ = nc.SetWriteDeadline(time.Now().Add(DialTimeout))
+		_, err = nc.Write(c.out)
+		_ = nc.SetWriteDeadline(time.Time{})
+		c.out = c.out[:0]
 	}
 	c.wmu.Unlock()
 	if err != nil {

@@ -6,7 +6,10 @@
 // goroutine runs per stream besides the one that decides where the stream
 // goes; each connection has one reader goroutine, and writes are buffered
 // and flushed when the reader that caused them has no whole frame left to
-// read, so a burst of calls costs one write per burst.
+// read, so a burst of calls costs one write per burst. Those writes never
+// block a reader: what a peer's socket does not take at once is written by
+// the connection's own writer goroutine, so a caller that stops reading
+// holds up its own calls only.
 //
 // The gRPC proxying listener uses it for calls carrying dapr-app-id: the
 // chain decides the route and the app cluster bridges the stream to the
@@ -27,6 +30,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -68,8 +72,15 @@ type Conn struct {
 	rf     *http2.Framer // read side: the reader goroutine only
 
 	wmu         sync.Mutex
-	bw          *bufio.Writer
-	wf          *http2.Framer // write side, under wmu
+	out         []byte // frames written and not yet sent (under wmu)
+	spare       []byte // the writer goroutine's other buffer
+	backlog     bool   // the writer goroutine owns the socket: out waits for it
+	raw         syscall.RawConn
+	rawWrite    func(fd uintptr) bool // c.rawWriteFD
+	wp          []byte                // tryWrite's state for rawWrite
+	wn          int
+	wres        error
+	wf          *http2.Framer // write side, into out, under wmu
 	henc        *hpack.Encoder
 	hbuf        bytes.Buffer
 	ecache      encCache
@@ -119,6 +130,9 @@ type Conn struct {
 	// a reader wrote (calls being opened, answers of the chain): the calls
 	// that start together leave in one write.
 	flushReq chan struct{}
+	// backlogReq wakes the writer goroutine (the flusher) when the peer's
+	// socket did not take all of out.
+	backlogReq chan struct{}
 
 	// server side
 	onStream func(*Stream)
@@ -141,16 +155,22 @@ func newConn(nc net.Conn, server bool) *Conn {
 		done:        make(chan struct{}),
 		idle:        make(chan struct{}),
 		flushReq:    make(chan struct{}, 1),
+		backlogReq:  make(chan struct{}, 1),
 	}
 	c.peerMaxStreams = math.MaxUint32 // until the peer's SETTINGS say otherwise
 	c.settled = make(chan struct{})
-	c.bw = bufio.NewWriterSize(stallWriter{c}, bufSize)
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = rc
+			c.rawWrite = c.rawWriteFD
+		}
+	}
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.SetReuseFrames()
 	c.rf.SetMaxReadFrameSize(maxFrame) // what SETTINGS leaves at the default
 	c.hdec = hpack.NewDecoder(4096, c.emit)
 	c.hdec.SetMaxStringLength(maxHeaderList)
-	c.wf = http2.NewFramer(c.bw, nil)
+	c.wf = http2.NewFramer(outWriter{c}, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
@@ -219,7 +239,8 @@ func (c *Conn) scheduleFlush() {
 	}
 }
 
-// flusher flushes on request until the connection closes.
+// flusher flushes on request, and writes what the peer's socket did not
+// take at once, until the connection closes.
 func (c *Conn) flusher() {
 	for {
 		select {
@@ -230,9 +251,48 @@ func (c *Conn) flusher() {
 			c.wmu.Lock()
 			c.flushLocked()
 			c.wmu.Unlock()
+		case <-c.backlogReq:
+			c.writeBacklog()
 		case <-c.done:
 			return
 		}
+	}
+}
+
+// writeBacklog writes out, blocking, until the peer has taken all of it,
+// then sends what waited for room meanwhile. The other goroutines go on
+// adding frames to out, and DATA frames wait in their streams' queues once
+// out holds outLimit. A peer that takes nothing for writeStall has its
+// connection closed.
+func (c *Conn) writeBacklog() {
+	var credits []credit
+	c.wmu.Lock()
+	for c.backlog && c.werr == nil {
+		buf := c.out
+		c.out = c.spare[:0]
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(writeStall))
+		_, err := c.nc.Write(buf)
+		c.wmu.Lock()
+		if cap(buf) <= outLimit*2 {
+			c.spare = buf[:0]
+		} else {
+			c.spare = nil
+		}
+		if err != nil {
+			c.writeErr(err)
+			break
+		}
+		if len(c.out) == 0 {
+			c.backlog = false
+			_ = c.nc.SetWriteDeadline(time.Time{})
+		}
+		credits = c.drainLocked(credits)
+	}
+	c.flushLocked()
+	c.wmu.Unlock()
+	for _, cr := range credits {
+		cr.s.forwarded(cr.n, nil)
 	}
 }
 
@@ -257,16 +317,100 @@ func (c *Conn) markDirty(d *Conn) {
 	c.dirty = append(c.dirty, d)
 }
 
+// flushLocked sends out (under wmu): what the peer's socket takes at once,
+// the rest by the writer goroutine.
 func (c *Conn) flushLocked() {
 	if c.creditDue.Load() {
 		c.writeCreditLocked()
 	}
-	if c.werr == nil && c.bw.Buffered() > 0 {
-		if err := c.bw.Flush(); err != nil {
-			c.werr = err
-			go c.fail(fmt.Errorf("h2proxy: write: %w", err))
+	if c.werr != nil || c.backlog || len(c.out) == 0 {
+		return
+	}
+	n, err := c.tryWrite(c.out)
+	if err != nil {
+		c.writeErr(err)
+		return
+	}
+	if n == len(c.out) {
+		if cap(c.out) > outLimit*2 {
+			c.out = nil
+		} else {
+			c.out = c.out[:0]
+		}
+		return
+	}
+	c.out = c.out[:copy(c.out, c.out[n:])]
+	c.backlog = true
+	backlogs.Add(1)
+	select {
+	case c.backlogReq <- struct{}{}:
+	default:
+	}
+}
+
+// tryWrite writes what the socket takes of p without waiting (under wmu).
+// A connection that gives no raw access is written with a deadline.
+func (c *Conn) tryWrite(p []byte) (int, error) {
+	if c.raw == nil {
+		return stallWriter{c}.Write(p)
+	}
+	c.wp, c.wn, c.wres = p, 0, nil
+	err := c.raw.Write(c.rawWrite)
+	n, werr := c.wn, c.wres
+	c.wp, c.wres = nil, nil
+	if werr == nil {
+		werr = err
+	}
+	return n, werr
+}
+
+// rawWriteFD is tryWrite's callback on the socket: it writes c.wp until the
+// socket takes no more (under wmu, allocated once as c.rawWrite).
+func (c *Conn) rawWriteFD(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		m, err := syscall.Write(int(fd), c.wp[c.wn:])
+		if m > 0 {
+			c.wn += m
+		}
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true
+		case err != nil:
+			c.wres = err
+			return true
+		case m == 0:
+			c.wres = io.ErrUnexpectedEOF
+			return true
 		}
 	}
+	return true
+}
+
+// backlogs counts the times a connection's writes went to its writer
+// goroutine.
+var backlogs atomic.Int64
+
+// outLimit is how much may wait in a connection's buffer for a peer that
+// reads slowly before DATA for it waits in its streams' queues (and is
+// credited to its senders only as it leaves).
+const outLimit = 256 << 10
+
+// room is how much DATA may go into out now (under wmu).
+func (c *Conn) room() int64 {
+	if !c.backlog {
+		return maxFrame
+	}
+	return int64(outLimit - len(c.out))
+}
+
+// outWriter is the framer's writer: frames go into out (under wmu).
+type outWriter struct{ c *Conn }
+
+func (w outWriter) Write(p []byte) (int, error) {
+	w.c.out = append(w.c.out, p...)
+	return len(p), nil
 }
 
 // received accounts for n bytes of DATA read on c (reader only); hold says
@@ -324,16 +468,13 @@ func (c *Conn) writeCreditLocked() {
 }
 
 // writeStall is how long a write to a connection may wait for the peer to
-// read before the connection is closed. A connection's writes are made by
-// the readers of other connections (an answer by the reader of the app's
-// connection), so a caller that stops reading would otherwise stall every
-// call that shares its app connection, for as long as it likes. A peer that
-// reads, as every gRPC implementation does whatever its application does,
-// never comes near it.
+// read before the connection is closed. A peer that reads, as every gRPC
+// implementation does whatever its application does, never comes near it.
 const writeStall = 5 * time.Second
 
-// stallWriter is the socket under a connection's buffered writer: every
-// write has a deadline at least writeStall/2 away (under wmu).
+// stallWriter writes to a connection that gives no raw access to its
+// socket, blocking: every write has a deadline at least writeStall/2 away
+// (under wmu).
 type stallWriter struct{ c *Conn }
 
 func (w stallWriter) Write(p []byte) (int, error) {
@@ -716,7 +857,7 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 		return err
 	}
 	c.writeErr(c.wf.WriteSettingsAck())
-	credits := c.drainLocked()
+	credits := c.drainLocked(nil)
 	c.wmu.Unlock()
 	c.settledOnce.Do(func() { close(c.settled) })
 	c.markDirty(c)
@@ -749,7 +890,7 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return nil
 		}
 	}
-	credits := c.drainLocked()
+	credits := c.drainLocked(nil)
 	c.wmu.Unlock()
 	c.markDirty(c)
 	for _, cr := range credits {
@@ -794,10 +935,9 @@ type credit struct {
 	n int64
 }
 
-// drainLocked writes the queued frames that the windows now allow and
-// returns the credits they free (under wmu).
-func (c *Conn) drainLocked() []credit {
-	var credits []credit
+// drainLocked writes the queued frames that the windows (and room in out)
+// now allow and adds the credits they free to credits (under wmu).
+func (c *Conn) drainLocked(credits []credit) []credit {
 	kept := c.blocked[:0]
 	for _, s := range c.blocked {
 		credits = s.drainLocked(credits)

@@ -272,7 +272,26 @@ func (c *Conn) Shutdown(ctx context.Context) {
 	c.wmu.Lock()
 	c.flushLocked()
 	c.wmu.Unlock()
+	c.settle()
 	c.Close()
+}
+
+// settle waits until the writer goroutine has sent what the peer's socket
+// did not take at once, or the connection failed (writeStall at most).
+func (c *Conn) settle() {
+	for {
+		c.wmu.Lock()
+		busy := c.backlog && c.werr == nil
+		c.wmu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-c.done:
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // Timeout parses a grpc-timeout value ("100m", "5S").

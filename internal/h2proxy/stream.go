@@ -266,7 +266,7 @@ func (s *stream) writeDataLocked(data []byte, end bool) []byte {
 		return nil
 	}
 	for len(data) > 0 {
-		w := min(int64(len(data)), s.sendWin, c.sendWin, maxFrame)
+		w := min(int64(len(data)), s.sendWin, c.sendWin, c.room())
 		if w <= 0 {
 			return data
 		}
