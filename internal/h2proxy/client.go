@@ -16,7 +16,8 @@ import (
 // Pool keeps the upstream connections to an address: one while the peer
 // takes every call on it, another whenever all are at the peer's
 // SETTINGS_MAX_CONCURRENT_STREAMS, a fresh one after a connection fails or
-// the peer sent GOAWAY.
+// the peer sent GOAWAY. A connection that carried no call for between one
+// and two idleCheck periods is closed (GOAWAY first).
 type Pool struct {
 	addr string
 	dial func(ctx context.Context) (net.Conn, error)
@@ -25,14 +26,20 @@ type Pool struct {
 	conns   []*Conn
 	dialing chan struct{} // closed when the dial under way ends; nil: none
 	closed  bool
+	stop    chan struct{} // closed by Close: ends the idle check
+	janitor sync.Once
 }
+
+// idleCheck is how often a pool looks for connections that carried no
+// call since it last looked.
+var idleCheck = 30 * time.Second
 
 // DialTimeout bounds a dial when the caller's context has no deadline.
 const DialTimeout = 5 * time.Second
 
 // NewPool returns a pool for addr. dial is nil for TCP.
 func NewPool(addr string, dial func(ctx context.Context) (net.Conn, error)) *Pool {
-	p := &Pool{addr: addr, dial: dial}
+	p := &Pool{addr: addr, dial: dial, stop: make(chan struct{})}
 	if p.dial == nil {
 		p.dial = func(ctx context.Context) (net.Conn, error) {
 			d := net.Dialer{Timeout: DialTimeout}
@@ -108,8 +115,64 @@ func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *strea
 		}
 		p.conns = append(p.conns, c)
 		p.mu.Unlock()
+		p.janitor.Do(func() { go p.closeIdle(idleCheck) })
 	}
 }
+
+// closeIdle closes, every period, the connections on which no call was
+// open or opened since the last look, until the pool closes.
+func (p *Pool) closeIdle(period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		kept := p.conns[:0]
+		var idle []*Conn
+		for _, c := range p.conns {
+			if c.idleSinceLastLook() {
+				idle = append(idle, c)
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		clear(p.conns[len(kept):])
+		p.conns = kept
+		p.mu.Unlock()
+		for _, c := range idle {
+			c.goAwayIdle()
+		}
+	}
+}
+
+// idleSinceLastLook reports whether no call was open or opened on c since
+// the last look; if so, c takes no new call from now on.
+func (c *Conn) idleSinceLastLook() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	idle := c.active == 0 && c.opened == c.openedSeen
+	c.openedSeen = c.opened
+	if idle {
+		c.goAway = true
+	}
+	return idle
+}
+
+// goAwayIdle says GOAWAY on an idle connection and closes it.
+func (c *Conn) goAwayIdle() {
+	c.wmu.Lock()
+	c.writeErr(c.wf.WriteGoAway(0, http2.ErrCodeNo, nil))
+	c.flushLocked()
+	c.wmu.Unlock()
+	c.fail(errIdle)
+}
+
+// errIdle closes a client connection that carried no call for a while.
+var errIdle = errors.New("h2proxy: connection idle")
 
 // connect dials a connection and waits for the peer's SETTINGS, so that its
 // stream limit and windows apply from the first call on.
@@ -147,6 +210,9 @@ func (p *Pool) connect(ctx context.Context) (*Conn, error) {
 // Close closes the pool's connections.
 func (p *Pool) Close() {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.stop)
+	}
 	p.closed = true
 	conns := p.conns
 	p.conns = nil
@@ -197,6 +263,7 @@ func (c *Conn) openStream(fields []hpack.HeaderField, down *stream) (*stream, er
 		return nil, errFull
 	}
 	c.active++
+	c.opened++
 	id := c.nextID
 	c.nextID += 2
 	p := &stream{c: c, id: id, sendWin: c.peerInitWin, peer: down, sentHdr: true}

@@ -108,6 +108,8 @@ type Conn struct {
 	// client: streams open, and how many the peer allows at once
 	active         uint32
 	peerMaxStreams uint32
+	opened         uint64 // client: streams opened, and the count at the pool's last idle check
+	openedSeen     uint64
 	settled        chan struct{} // closed at the peer's first SETTINGS
 	settledOnce    sync.Once
 	goAway         bool // no new streams

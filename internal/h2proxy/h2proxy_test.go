@@ -662,3 +662,46 @@ func TestStreamLimit(t *testing.T) {
 		t.Fatalf("%d connections for 10 calls at 2 a connection", n)
 	}
 }
+
+// TestIdleConnClosed: an app connection that carries no call for two idle
+// checks is closed, one with a call open stays, and the next call dials a
+// new connection.
+func TestIdleConnClosed(t *testing.T) {
+	defer func(d time.Duration) { idleCheck = d }(idleCheck)
+	idleCheck = 50 * time.Millisecond
+	var pool *Pool
+	e := setup(t, func(p *Pool) func(*Stream) { pool = p; return bridgeAll(p) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ds, err := e.c.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(8 * idleCheck)
+	if err := ds.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds.Recv(); err != nil {
+		t.Fatalf("a call open through idle checks: %v", err)
+	}
+	_ = ds.CloseSend()
+	if _, err := ds.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	if n := pool.Conns(); n != 1 {
+		t.Fatalf("%d connections after the call, want 1", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pool.Conns() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle app connection is still open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := e.c.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("a call after the idle connection closed: %v", err)
+	}
+	if n := pool.Conns(); n != 1 {
+		t.Fatalf("%d connections after a new call, want 1", n)
+	}
+}
