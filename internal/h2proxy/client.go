@@ -120,7 +120,8 @@ func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *strea
 }
 
 // closeIdle closes, every period, the connections on which no call was
-// open or opened since the last look, until the pool closes.
+// open, opened or ended since the last look, until the pool closes: they
+// carried no call for between one and two periods.
 func (p *Pool) closeIdle(period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -149,13 +150,13 @@ func (p *Pool) closeIdle(period time.Duration) {
 	}
 }
 
-// idleSinceLastLook reports whether no call was open or opened on c since
-// the last look; if so, c takes no new call from now on.
+// idleSinceLastLook reports whether no call was open on c, opened or
+// ended, since the last look; if so, c takes no new call from now on.
 func (c *Conn) idleSinceLastLook() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	idle := c.active == 0 && c.opened == c.openedSeen
-	c.openedSeen = c.opened
+	idle := c.active == 0 && c.touched == c.touchedSeen
+	c.touchedSeen = c.touched
 	if idle {
 		c.goAway = true
 	}
@@ -263,7 +264,7 @@ func (c *Conn) openStream(fields []hpack.HeaderField, down *stream) (*stream, er
 		return nil, errFull
 	}
 	c.active++
-	c.opened++
+	c.touched++
 	id := c.nextID
 	c.nextID += 2
 	p := &stream{c: c, id: id, sendWin: c.peerInitWin, peer: down, sentHdr: true}

@@ -108,14 +108,16 @@ type Conn struct {
 	// client: streams open, and how many the peer allows at once
 	active         uint32
 	peerMaxStreams uint32
-	opened         uint64 // client: streams opened, and the count at the pool's last idle check
-	openedSeen     uint64
-	settled        chan struct{} // closed at the peer's first SETTINGS
-	settledOnce    sync.Once
-	goAway         bool // no new streams
-	closed         bool
-	closeErr       error
-	done           chan struct{}
+	// client: streams opened or ended, and that count at the pool's last
+	// idle check
+	touched     uint64
+	touchedSeen uint64
+	settled     chan struct{} // closed at the peer's first SETTINGS
+	settledOnce sync.Once
+	goAway      bool // no new streams
+	closed      bool
+	closeErr    error
+	done        chan struct{}
 
 	dirty []*Conn // reader: connections written to and not yet flushed
 
@@ -913,6 +915,7 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 				gone = append(gone, s)
 				delete(c.streams, id)
 				c.active--
+				c.touched++
 			}
 		}
 	}

@@ -366,13 +366,7 @@ func TestGoAwayDrained(t *testing.T) {
 					}
 					if d, ok := f.(*http2.DataFrame); ok && d.StreamEnded() {
 						_ = fr.WriteGoAway(d.StreamID, http2.ErrCodeNo, nil)
-						var hb bytes.Buffer
-						enc := hpack.NewEncoder(&hb)
-						for _, hf := range []hpack.HeaderField{{Name: ":status", Value: "200"},
-							{Name: "content-type", Value: "application/grpc"}, {Name: "grpc-status", Value: "0"}} {
-							_ = enc.WriteField(hf)
-						}
-						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: d.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+						writeOK(fr, d.StreamID)
 					}
 				}
 			}()
@@ -402,6 +396,18 @@ func TestGoAwayDrained(t *testing.T) {
 			t.Fatalf("call %d: the connection the app said GOAWAY on is still open", i)
 		}
 	}
+}
+
+// writeOK answers stream id with trailers only, grpc-status 0 (a fake
+// upstream's answer).
+func writeOK(fr *http2.Framer, id uint32) {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, hf := range []hpack.HeaderField{{Name: ":status", Value: "200"},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "grpc-status", Value: "0"}} {
+		_ = enc.WriteField(hf)
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
 }
 
 // serverFramer reads a client's preface from nc and returns a framer on it
@@ -530,13 +536,7 @@ func TestGoAwayUnseenRetried(t *testing.T) {
 				}
 			case *http2.DataFrame:
 				if f.StreamEnded() && n > 1 {
-					var hb bytes.Buffer
-					enc := hpack.NewEncoder(&hb)
-					for _, hf := range []hpack.HeaderField{{Name: ":status", Value: "200"},
-						{Name: "content-type", Value: "application/grpc"}, {Name: "grpc-status", Value: "0"}} {
-						_ = enc.WriteField(hf)
-					}
-					_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+					writeOK(fr, f.StreamID)
 				}
 			}
 		}

@@ -134,18 +134,30 @@ func (s *stream) onReset(code http2.ErrCode) {
 	}
 }
 
-// connGone ends s when its connection failed.
-func (s *stream) connGone(err error) {
+// detach ends s's part in its call, once s left its connection's map: its
+// queued frames are dropped (what they held goes back to their senders)
+// and it takes no more data; stop also ends sending on s. It returns s's
+// peer.
+func (s *stream) detach(stop bool) *stream {
 	s.removed.Store(true)
 	s.c.wmu.Lock()
+	s.resetOut = s.resetOut || stop
 	dropped := s.dropQueueLocked()
 	s.c.wmu.Unlock()
 	release(dropped, nil)
 	s.mu.Lock()
 	s.resetIn = true
 	p := s.peer
-	s.early, s.earlyN = nil, 0 // the connection is gone: nothing to credit
+	// Early data is gone with a failed connection (nothing to credit);
+	// an upstream stream has none.
+	s.early, s.earlyN = nil, 0
 	s.mu.Unlock()
+	return p
+}
+
+// connGone ends s when its connection failed.
+func (s *stream) connGone(err error) {
+	p := s.detach(false)
 	if s.ss != nil {
 		s.ss.finish()
 	}
@@ -169,16 +181,7 @@ func (s *stream) connGone(err error) {
 // their own (transparent retry), and the new attempt finds a connection
 // that is not going away. The call's outcome is Unavailable.
 func (s *stream) refused() {
-	s.removed.Store(true)
-	s.c.wmu.Lock()
-	s.resetOut = true // nothing more goes to a stream the peer ignores
-	dropped := s.dropQueueLocked()
-	s.c.wmu.Unlock()
-	release(dropped, nil)
-	s.mu.Lock()
-	s.resetIn = true
-	p := s.peer
-	s.mu.Unlock()
+	p := s.detach(true) // nothing more goes to a stream the peer ignores
 	if p == nil {
 		return
 	}
@@ -254,7 +257,8 @@ func (s *stream) sendData(data []byte, end bool, src *stream, n int64, rd *Conn)
 	return written
 }
 
-// writeDataLocked writes as much of data as the windows allow and returns
+// writeDataLocked writes as much of data as the windows (and room in the
+// connection's buffer) allow and returns
 // the rest (nil when all was written, END_STREAM included).
 func (s *stream) writeDataLocked(data []byte, end bool) []byte {
 	c := s.c
@@ -376,6 +380,7 @@ func (s *stream) remove() {
 	drained := false
 	if !c.server {
 		c.active--
+		c.touched++
 		drained = c.goAway && c.active == 0
 	}
 	c.mu.Unlock()
