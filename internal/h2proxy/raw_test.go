@@ -372,14 +372,7 @@ func TestGoAwayDrained(t *testing.T) {
 			}()
 		}
 	}()
-	pool := NewPool(ln.Addr().String(), nil)
-	t.Cleanup(pool.Close)
-	e := setup(t, func(*Pool) func(*Stream) { return bridgeAll(pool) })
-	cc, err := grpc.NewClient(e.proxyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := proxyTo(t, ln.Addr().String())
 	for i := 0; i < 2; i++ {
 		cs, err := cc.NewStream(context.Background(), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/x.Y/Z")
 		if err != nil {
@@ -396,6 +389,21 @@ func TestGoAwayDrained(t *testing.T) {
 			t.Fatalf("call %d: the connection the app said GOAWAY on is still open", i)
 		}
 	}
+}
+
+// proxyTo starts a proxy that bridges every call to the upstream at addr
+// and returns a gRPC client of the proxy (closed when the test ends).
+func proxyTo(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	pool := NewPool(addr, nil)
+	t.Cleanup(pool.Close)
+	e := setup(t, func(*Pool) func(*Stream) { return bridgeAll(pool) })
+	cc, err := grpc.NewClient(e.proxyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
 }
 
 // writeOK answers stream id with trailers only, grpc-status 0 (a fake
@@ -541,14 +549,7 @@ func TestGoAwayUnseenRetried(t *testing.T) {
 			}
 		}
 	})
-	pool := NewPool(addr, nil)
-	t.Cleanup(pool.Close)
-	e := setup(t, func(*Pool) func(*Stream) { return bridgeAll(pool) })
-	cc, err := grpc.NewClient(e.proxyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := proxyTo(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/x.Y/Z")
