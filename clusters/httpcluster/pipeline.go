@@ -79,6 +79,12 @@ type pipeCall struct {
 
 var pipeCallPool = sync.Pool{New: func() any { return &pipeCall{done: make(chan error, 1)} }}
 
+// recycle returns a call whose answer was taken to the pool.
+func (c *pipeCall) recycle() {
+	c.resp = nil
+	pipeCallPool.Put(c)
+}
+
 // pipeConn is one pipelined connection.
 type pipeConn struct {
 	cl   *pipeClient
@@ -299,8 +305,7 @@ const writeStall = 10 * time.Second
 func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
 	if timeout <= 0 {
 		err := <-call.done
-		call.resp = nil
-		pipeCallPool.Put(call)
+		call.recycle()
 		return err
 	}
 	if call.timer == nil {
@@ -311,8 +316,7 @@ func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
 	select {
 	case err := <-call.done:
 		call.timer.Stop()
-		call.resp = nil
-		pipeCallPool.Put(call)
+		call.recycle()
 		return err
 	case <-call.timer.C:
 	}
@@ -329,15 +333,13 @@ func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
 	select {
 	case err := <-call.done:
 		call.timer.Stop()
-		call.resp = nil
-		pipeCallPool.Put(call)
+		call.recycle()
 		return err // it came whole after all
 	case <-call.timer.C:
 	}
 	pc.fail(errStalledAnswer)
 	<-call.done
-	call.resp = nil
-	pipeCallPool.Put(call)
+	call.recycle()
 	return fasthttp.ErrTimeout
 }
 

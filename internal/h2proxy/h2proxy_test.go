@@ -523,11 +523,7 @@ func slowStartApp(t *testing.T) string {
 		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 		_ = fr.WriteWindowUpdate(0, 1<<30)
 		total := 0
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
+		eachFrame(fr, func(f http2.Frame) {
 			switch f := f.(type) {
 			case *http2.HeadersFrame:
 				_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
@@ -546,7 +542,7 @@ func slowStartApp(t *testing.T) string {
 					_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
 				}
 			}
-		}
+		})
 	}()
 	return ln.Addr().String()
 }

@@ -68,11 +68,7 @@ func (a *stingyApp) serve(nc net.Conn) {
 			_ = fr.WriteWindowUpdate(id, 64<<20)
 		}
 	}()
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
+	eachFrame(fr, func(f http2.Frame) {
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			mu.Lock()
@@ -86,7 +82,7 @@ func (a *stingyApp) serve(nc net.Conn) {
 		case *http2.DataFrame:
 			a.got.Add(int64(len(f.Data())))
 		}
-	}
+	})
 }
 
 // windowClient is a raw client that sends DATA as fast as the proxy's

@@ -406,6 +406,18 @@ func proxyTo(t *testing.T, addr string) *grpc.ClientConn {
 	return cc
 }
 
+// eachFrame runs fn on each frame read from fr until the connection ends
+// (a fake upstream's loop).
+func eachFrame(fr *http2.Framer, fn func(http2.Frame)) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		fn(f)
+	}
+}
+
 // writeOK answers stream id with trailers only, grpc-status 0 (a fake
 // upstream's answer).
 func writeOK(fr *http2.Framer, id uint32) {
@@ -529,11 +541,7 @@ func TestGoAwayUnseenRetried(t *testing.T) {
 		}
 		_ = fr.WriteSettings()
 		answered := false
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
+		eachFrame(fr, func(f http2.Frame) {
 			switch f := f.(type) {
 			case *http2.HeadersFrame:
 				if n == 1 && !answered {
@@ -547,7 +555,7 @@ func TestGoAwayUnseenRetried(t *testing.T) {
 					writeOK(fr, f.StreamID)
 				}
 			}
-		}
+		})
 	})
 	cc := proxyTo(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
