@@ -6,14 +6,19 @@
 #   bench/latency.sh [-rate 1000] [-d 10s] [-r 3]
 #
 # SY_EXTRA_ARGS is appended to both sidecars' command lines (for example
-# --internal-http=false: the sidecars talk internal gRPC instead of the link).
+# --internal-http=false: the sidecars talk internal gRPC instead of the link);
+# SY_ENV is put before both (for example SY_ENV="env GOMAXPROCS=1").
 #
-# Prints p50/p90/p99/max per target and what one and two hops add at p50
-# and p99 over the direct call.
+# With nginx installed, the same one and two hops through nginx (1 worker
+# each, keep-alive upstreams) are measured too, for what a proxy adds on this
+# machine. Prints p50/p90/p99/max per target and what each adds at p50 and
+# p99 over the direct call, counted from the scheduled send time and from the
+# moment the request was sent (the sender's own lateness left out).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d -t latency.XXXXXX)
 SY_EXTRA_ARGS=${SY_EXTRA_ARGS:-}
+SY_ENV=${SY_ENV:-env}
 PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -36,10 +41,10 @@ name_resolution:
 YAML
 "$WORK/echoapp" -http-port "$APP" -grpc-port 0 >"$WORK/app.log" 2>&1 &
 PIDS+=($!)
-"$WORK/switchyard" --app-id app --app-port "$APP" --dapr-http-port "$B_HTTP" --dapr-grpc-port $((BASE + 11)) \
+$SY_ENV "$WORK/switchyard" --app-id app --app-port "$APP" --dapr-http-port "$B_HTTP" --dapr-grpc-port $((BASE + 11)) \
 	--dapr-internal-grpc-port "$B_INT" --metrics-port $((BASE + 13)) --admin-port $((BASE + 14)) --log-level warn $SY_EXTRA_ARGS >"$WORK/b.log" 2>&1 &
 PIDS+=($!)
-"$WORK/switchyard" --app-id client -c "$WORK/a.yaml" --dapr-http-port "$A_HTTP" --dapr-grpc-port $((BASE + 21)) \
+$SY_ENV "$WORK/switchyard" --app-id client -c "$WORK/a.yaml" --dapr-http-port "$A_HTTP" --dapr-grpc-port $((BASE + 21)) \
 	--metrics-port $((BASE + 23)) --admin-port $((BASE + 24)) --log-level warn $SY_EXTRA_ARGS >"$WORK/a.log" 2>&1 &
 PIDS+=($!)
 for url in "http://127.0.0.1:$B_HTTP/v1.0/healthz" "http://127.0.0.1:$A_HTTP/v1.0/healthz/outbound"; do
@@ -50,6 +55,45 @@ for url in "http://127.0.0.1:$B_HTTP/v1.0/healthz" "http://127.0.0.1:$A_HTTP/v1.
 	done
 done
 curl -sf -o /dev/null "http://127.0.0.1:$A_HTTP/v1.0/invoke/app/method/echo" || { echo "two-hop pre-check failed; logs in $WORK" >&2; cat "$WORK/a.log" >&2; exit 1; }
+NGINX=()
+if command -v nginx >/dev/null; then
+	N1=$((BASE + 30)) N2=$((BASE + 31))
+	mkdir -p "$WORK/nginx/tmp"
+	# nginx one hop on N1 (-> app), two hops on N2 (-> N1 -> app).
+	cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    keepalive_requests 1000000;
+    upstream app { server 127.0.0.1:$APP; keepalive 64; }
+    upstream hop { server 127.0.0.1:$N1; keepalive 64; }
+    server {
+        listen 127.0.0.1:$N1;
+        location /v1.0/invoke/app/method/ { proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 127.0.0.1:$N2;
+        location / { proxy_pass http://hop; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+	nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+	PIDS+=($!)
+	for _ in $(seq 50); do
+		curl -sf -o /dev/null "http://127.0.0.1:$N2/v1.0/invoke/app/method/echo" && break
+		sleep 0.1
+	done
+	NGINX=(nginx-1hop="http://127.0.0.1:$N1/v1.0/invoke/app/method/echo" nginx-2hop="http://127.0.0.1:$N2/v1.0/invoke/app/method/echo")
+fi
 "$WORK/fixedrate" "$@" direct="http://127.0.0.1:$APP/echo" \
 	one-hop="http://127.0.0.1:$B_HTTP/v1.0/invoke/app/method/echo" \
-	two-hop="http://127.0.0.1:$A_HTTP/v1.0/invoke/app/method/echo"
+	two-hop="http://127.0.0.1:$A_HTTP/v1.0/invoke/app/method/echo" "${NGINX[@]}"
