@@ -96,6 +96,12 @@ var settings = []setting{
 			c.InternalHTTP = &b
 			return err
 		}},
+	{key: "peer_keepalive", flag: "peer-keepalive", def: DefaultPeerKeepalive, usage: "On the peer link, PING a connection whose calls wait and that heard nothing from the callee for this long, and give it up (failing its calls) when that goes unanswered as long again; 0: never",
+		set: func(c *Config, v any) (err error) {
+			d, err := asDuration(v, time.Second)
+			c.PeerKeepalive = &d
+			return err
+		}},
 	{key: "grpc_frame_proxy", flag: "grpc-frame-proxy", def: true, usage: "Forward gRPC proxying calls (dapr-app-id) frame by frame on the gRPC API and internal ports; false: through grpc-go's server and client",
 		set: func(c *Config, v any) (err error) {
 			b, err := asBool(v)

@@ -7,6 +7,8 @@
 // camelCase and are parsed as Dapr defines them (dapr.go).
 package config
 
+import "time"
+
 // Listener kinds.
 const (
 	ListenerHTTP     = "http"     // Dapr HTTP API (fasthttp)
@@ -73,6 +75,10 @@ type Config struct {
 	// forward proxied calls (dapr-app-id) frame by frame instead of through
 	// grpc-go's server and client (nil: on).
 	GRPCFrameProxy *bool `json:"grpc_frame_proxy"`
+	// PeerKeepalive: a peer link connection whose calls wait and that heard
+	// nothing from the callee for this long sends a PING, and is given up
+	// when that goes unanswered as long again (nil: 10 s; 0: never).
+	PeerKeepalive *Duration `json:"peer_keepalive"`
 
 	// Envoy-style model.
 	Listeners      []Listener     `json:"listeners"`
@@ -226,6 +232,17 @@ type ACLOperation struct {
 // InternalHTTPOn reports whether invocations between switchyard sidecars may
 // use HTTP/1.1 on the internal port (the default).
 func (c *Config) InternalHTTPOn() bool { return c.InternalHTTP == nil || *c.InternalHTTP }
+
+// DefaultPeerKeepalive is PeerKeepalive's default.
+const DefaultPeerKeepalive = 10 * time.Second
+
+// PeerKeepaliveD is the peer link's keepalive period (0: off).
+func (c *Config) PeerKeepaliveD() time.Duration {
+	if c.PeerKeepalive == nil {
+		return DefaultPeerKeepalive
+	}
+	return c.PeerKeepalive.D()
+}
 
 // GRPCFrameProxyOn reports whether gRPC proxying forwards HTTP/2 frames
 // (the default) instead of messages through grpc-go.

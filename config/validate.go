@@ -117,6 +117,9 @@ func (c *Config) validateSettings(p *problems) {
 	if c.GracefulShutdown < 0 {
 		p.add(c.where("dapr_graceful_shutdown_seconds"), "dapr_graceful_shutdown_seconds", "must not be negative")
 	}
+	if c.PeerKeepalive != nil && *c.PeerKeepalive < 0 {
+		p.add(c.where("peer_keepalive"), "peer_keepalive", "must not be negative")
+	}
 	if c.AppPipelineStall < 0 {
 		p.add(c.where("app_pipeline_stall_after"), "app_pipeline_stall_after", "must not be negative")
 	}

@@ -45,8 +45,11 @@ func TestValidate(t *testing.T) {
 			c.Clusters[1].PipelineStall = -1
 			c.GracefulShutdown = -1
 			c.AppPipelineStall = -1
+			ka := Duration(-1)
+			c.PeerKeepalive = &ka
 		}, []string{
 			"dapr_graceful_shutdown_seconds: must not be negative",
+			"peer_keepalive: must not be negative",
 			"app_pipeline_stall_after: must not be negative",
 			"clusters[1].pipeline_stall_after: must not be negative",
 			"clusters[1].connect_timeout: must not be negative",

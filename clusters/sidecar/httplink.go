@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
@@ -28,16 +29,24 @@ import (
 // it for as long as the caller does.
 const linkIdle = 30 * time.Second
 
+// linkKeepalive is the configured keepalive period of link connections.
+func linkKeepalive(c *config.Config) time.Duration {
+	if c == nil {
+		return config.DefaultPeerKeepalive
+	}
+	return c.PeerKeepaliveD()
+}
+
 // link returns the link client of the endpoint's address, made on first use
 // and shared by every cluster with an endpoint there.
-func (s *sharedConn) link(connectTimeout time.Duration) *peerhttp.Client {
+func (s *sharedConn) link(connectTimeout, keepalive time.Duration) *peerhttp.Client {
 	if lc := s.lc.Load(); lc != nil {
 		return lc
 	}
 	dialer := &net.Dialer{Timeout: connectTimeout}
 	lc := peerhttp.NewClient(s.addr, func(ctx context.Context) (net.Conn, error) {
 		return dialer.DialContext(ctx, "tcp", s.addr)
-	}, linkIdle)
+	}, linkIdle, keepalive)
 	if s.lc.CompareAndSwap(nil, lc) {
 		return lc
 	}
@@ -60,7 +69,7 @@ var (
 // Handle retries and ejects the same way for both transports; the peer's
 // own errors come back as *filters.Error.
 func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exchange) error {
-	lc := ep.shared.link(c.opts.ConnectTimeout)
+	lc := ep.shared.link(c.opts.ConnectTimeout, c.opts.LinkKeepalive)
 	req := ex.Req
 	h := &req.Header
 	peerhttp.PrepareRequest(h)

@@ -67,8 +67,9 @@ func (kind) Build(cfg config.Cluster, env clusters.Env) (clusters.Cluster, error
 		Scheme: env.NameResolution.Scheme, ResolverConfig: env.NameResolution.Config,
 		Endpoints: cfg.Endpoints, LBPolicy: cfg.LBPolicy,
 		ConnectTimeout: cfg.ConnectTimeout.D(), Timeout: cfg.Timeout.D(),
-		Link:   env.Config == nil || env.Config.InternalHTTPOn(),
-		Logger: env.Logger,
+		Link:          env.Config == nil || env.Config.InternalHTTPOn(),
+		LinkKeepalive: linkKeepalive(env.Config),
+		Logger:        env.Logger,
 	})
 }
 
@@ -101,8 +102,13 @@ type Options struct {
 	Stream bool
 	// Link sends unary invocations over HTTP/1.1 to endpoints that offer
 	// it (switchyard peers; see internal/peerhttp), gRPC to the others.
-	Link   bool
-	Logger *zap.Logger
+	Link bool
+	// LinkKeepalive: a link connection whose calls wait and that heard
+	// nothing for this long sends a PING, and is given up when that goes
+	// unanswered as long again (0: never). The first cluster to use an
+	// address sets it for the connections to that address.
+	LinkKeepalive time.Duration
+	Logger        *zap.Logger
 }
 
 type endpoint struct {

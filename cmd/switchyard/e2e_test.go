@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -494,40 +495,26 @@ func TestLoadBalancing(t *testing.T) {
 			}
 
 			// Kill instance 2's sidecar under load.
-			const workers, perWorker = 8, 150
+			const workers = 8
 			var ok, failed atomic.Int64
-			var wg sync.WaitGroup
 			client := &http.Client{Timeout: 5 * time.Second}
-			killAt := make(chan struct{})
-			for w := 0; w < workers; w++ {
-				wg.Add(1)
-				go func(w int) {
-					defer wg.Done()
-					for i := 0; i < perWorker; i++ {
-						if w == 0 && i == perWorker/3 {
-							close(killAt)
-						}
-						resp, err := client.Post(url, "text/plain", strings.NewReader("x"))
-						if err != nil {
-							if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout") {
-								t.Errorf("request hung: %v", err)
-							}
-							failed.Add(1)
-							continue
-						}
-						b, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode == 200 {
-							ok.Add(1)
-						} else if failed.Add(1) <= 3 {
-							t.Logf("failure %d: %s", resp.StatusCode, b)
-						}
+			underLoad(workers, 150, s2.Kill, func() {
+				resp, err := client.Post(url, "text/plain", strings.NewReader("x"))
+				if err != nil {
+					if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout") {
+						t.Errorf("request hung: %v", err)
 					}
-				}(w)
-			}
-			<-killAt
-			s2.Kill()
-			wg.Wait()
+					failed.Add(1)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					ok.Add(1)
+				} else if failed.Add(1) <= 3 {
+					t.Logf("failure %d: %s", resp.StatusCode, b)
+				}
+			})
 			t.Logf("%s: %d ok, %d failed after killing one of two instances under load", name, ok.Load(), failed.Load())
 			// Only requests the killed instance may have received can fail
 			// (one in flight per worker, and one racing onto the closing
@@ -587,4 +574,114 @@ name_resolution:
 	s.Proc = start(t, "sidecar "+id, binary(t, "switchyard"), "--app-id", id, "-c", file, "--log-level", "warn")
 	waitHealthy(t, s)
 	return s
+}
+
+// TestFrozenInstance: one of two instances of an app id stops answering
+// under load without closing its connections (its sidecar is stopped with
+// SIGSTOP, as a host that hangs or drops off the network would look). The
+// caller's peer link PINGs the silent connection and gives it up: the calls
+// that were waiting on it fail within a few keepalive periods (they may have
+// reached the app, so they are not retried on this non-idempotent route),
+// none hangs, and the rest go to the other instance.
+func TestFrozenInstance(t *testing.T) {
+	p1, p2 := freePort(t), freePort(t)
+	start(t, "echohttp-1", binary(t, "echohttp"), "-port", strconv.Itoa(p1), "-name", "i1")
+	start(t, "echohttp-2", binary(t, "echohttp"), "-port", strconv.Itoa(p2), "-name", "i2")
+	i1, i2, ic := freePort(t), freePort(t), freePort(t)
+	apps := map[string][]int{"pool": {i1, i2}, "caller": {ic}}
+	startSidecar(t, "pool", i1, p1, "http", apps)
+	s2 := startSidecar(t, "pool", i2, p2, "http", apps)
+	const keepalive = 200 * time.Millisecond
+	caller := startSidecar(t, "caller", ic, 0, "", apps, "--peer-keepalive", keepalive.String())
+	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/pool/method/frozen", caller.http)
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func() (int, string, string, error) {
+		resp, err := client.Post(url, "text/plain", strings.NewReader("x"))
+		if err != nil {
+			return 0, "", "", err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Instance"), string(b), nil
+	}
+	seen := map[string]int{}
+	for i := 0; i < 20; i++ { // both instances, each over the link after its first call
+		code, inst, body, err := post()
+		if err != nil || code != 200 {
+			t.Fatalf("warm-up: %d %s %v", code, body, err)
+		}
+		seen[inst]++
+	}
+	if seen["i1"] == 0 || seen["i2"] == 0 {
+		t.Fatalf("both instances should serve: %v", seen)
+	}
+
+	const workers = 8
+	var ok, failed, byKeepalive, slowest atomic.Int64
+	t.Cleanup(func() { _ = s2.Cmd.Process.Signal(syscall.SIGCONT) })
+	freeze := func() {
+		if err := s2.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Error(err)
+		}
+	}
+	underLoad(workers, 150, freeze, func() {
+		t0 := time.Now()
+		code, _, body, err := post()
+		if d := int64(time.Since(t0)); d > slowest.Load() {
+			slowest.Store(d) // racy max: good enough for a bound
+		}
+		switch {
+		case err != nil:
+			t.Errorf("request failed without an answer: %v", err)
+			failed.Add(1)
+		case code == 200:
+			ok.Add(1)
+		default:
+			failed.Add(1)
+			if strings.Contains(body, "keepalive PING") {
+				byKeepalive.Add(1)
+			} else {
+				t.Logf("failure %d: %s", code, body)
+			}
+		}
+	})
+	t.Logf("%d ok, %d failed (%d given up by the keepalive), slowest %v, after freezing one of two instances under load",
+		ok.Load(), failed.Load(), byKeepalive.Load(), time.Duration(slowest.Load()))
+	// Only the calls waiting on the frozen instance's connection fail: one
+	// in flight per worker, and those that reached it before it was given up.
+	if f := failed.Load(); f > 2*workers || byKeepalive.Load() == 0 || f != byKeepalive.Load() {
+		t.Errorf("%d requests failed, %d of them given up by the keepalive; want 1 to %d, all by the keepalive", f, byKeepalive.Load(), 2*workers)
+	}
+	if d := time.Duration(slowest.Load()); d > 3*time.Second {
+		t.Errorf("the slowest request took %v; the keepalive (%v) should end a wait in 2 to 3 periods", d, keepalive)
+	}
+	for i := 0; i < 10; i++ { // the frozen instance is ejected: everything goes to instance 1
+		code, inst, body, err := post()
+		if err != nil || code != 200 || inst != "i1" {
+			t.Fatalf("after the freeze: %d %q %s %v", code, inst, body, err)
+		}
+	}
+}
+
+// underLoad runs workers goroutines that each call do perWorker times, calls
+// event once worker 0 is a third of the way through (the others busy
+// meanwhile), and returns when every call is done.
+func underLoad(workers, perWorker int, event, do func()) {
+	var wg sync.WaitGroup
+	at := make(chan struct{})
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < perWorker; i++ {
+				if w == 0 && i == perWorker/3 {
+					close(at)
+				}
+				do()
+			}
+		}(w)
+	}
+	<-at
+	event()
+	wg.Wait()
 }

@@ -14,14 +14,15 @@ import (
 	"time"
 )
 
-// The multiplexed link (version 2). A caller opens a TCP connection to the
+// The multiplexed link (version 3). A caller opens a TCP connection to the
 // callee's internal port, writes MuxPreface, and then both sides exchange
 // frames:
 //
 //	length  uint32  (big endian) bytes of payload after this header
 //	stream  uint32  the call's id, chosen by the caller, increasing
 //	type    uint8   FrameRequest, FrameResponse, FrameContinued, FrameCancel,
-//	                FrameGoAway; FlagMore (0x80) on a message that goes on
+//	                FrameGoAway, FramePing, FramePong; FlagMore (0x80) on a
+//	                message that goes on
 //	payload
 //
 // A request's payload is the HTTP/1.1 request version 1 sends (see the
@@ -38,10 +39,21 @@ import (
 // the call's context is canceled. FrameGoAway (payload: the last stream id
 // the callee took) tells the caller that the callee is closing: calls above
 // that id were never seen and may be sent again elsewhere.
+//
+// FramePing (stream 0, no payload) asks the callee for a FramePong (the
+// same): a caller whose calls wait and who heard nothing from the callee for
+// a while sends one, and gives the connection up when even that goes
+// unanswered (a callee host that vanished without closing the connection).
+// Version 3 is version 2 with these two frames.
 const (
-	MuxPreface = "SYL2"
+	MuxPreface = "SYL3"
 	// MuxVersion is the offer value (MDOffer) of this form.
-	MuxVersion = "2"
+	MuxVersion = "3"
+	// MuxPrefaceV2 and MuxVersionV2 are version 2's: a callee serves it
+	// as version 3 (a version 2 caller sends no PING), so that callers of
+	// that version keep the link.
+	MuxPrefaceV2 = "SYL2"
+	MuxVersionV2 = "2"
 
 	FrameRequest  = 1
 	FrameResponse = 2
@@ -50,6 +62,8 @@ const (
 	// FrameContinued carries the next part of a request or response whose
 	// frames had FlagMore.
 	FrameContinued = 5
+	FramePing      = 6
+	FramePong      = 7
 	// FlagMore, on a request, response or continued frame, says that the
 	// message goes on in a FrameContinued of the same stream.
 	FlagMore = 0x80

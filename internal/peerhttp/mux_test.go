@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,7 +62,7 @@ func startMuxPeer(t testing.TB, h Handler, maxBody int) *muxPeer {
 func muxClient(t testing.TB, addr string) *Client {
 	t.Helper()
 	d := &net.Dialer{Timeout: time.Second}
-	c := NewClient(addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, time.Minute)
+	c := NewClient(addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, time.Minute, 0)
 	t.Cleanup(c.Close)
 	return c
 }
@@ -539,7 +540,7 @@ func TestMuxPartsInterleave(t *testing.T) {
 func TestMuxIdleClose(t *testing.T) {
 	p := startMuxPeer(t, echo, 1<<20)
 	d := &net.Dialer{Timeout: time.Second}
-	c := NewClient(p.addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", p.addr) }, 50*time.Millisecond)
+	c := NewClient(p.addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", p.addr) }, 50*time.Millisecond, 0)
 	t.Cleanup(c.Close)
 	resp := fasthttp.AcquireResponse()
 	for i := 0; i < 5; i++ { // busy: the connection stays
@@ -557,5 +558,87 @@ func TestMuxIdleClose(t *testing.T) {
 	}
 	if n := p.conns.Load(); n != 2 {
 		t.Fatalf("%d connections after the idle time, want 2", n)
+	}
+}
+
+// A callee that takes the connection and the call but then says nothing
+// (its host gone without closing the connection) is sent a keepalive PING,
+// and when that goes unanswered too the call fails, long before its own
+// deadline, as one that may have reached the app.
+func TestMuxKeepaliveSilentCallee(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	types := make(chan byte, 16) // the frame types the callee received
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fr := newFrameReader(c)
+		if _, err := io.ReadFull(fr.br, make([]byte, len(MuxPreface))); err != nil {
+			return
+		}
+		for {
+			n, _, typ, err := fr.next()
+			if err != nil || fr.skip(n) != nil {
+				close(types)
+				return
+			}
+			types <- typ &^ FlagMore
+		}
+	}()
+	const keepalive = 50 * time.Millisecond
+	d := &net.Dialer{Timeout: time.Second}
+	addr := ln.Addr().String()
+	c := NewClient(addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, time.Minute, keepalive)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	resp := fasthttp.AcquireResponse()
+	err = c.Do(ctx, newReq(1, []byte("x")), resp)
+	took := time.Since(start)
+	if err == nil || ctx.Err() != nil || errors.Is(err, ErrNotSent) || !strings.Contains(err.Error(), "keepalive PING") {
+		t.Fatalf("after %v: %v (context: %v); want the connection given up for an unanswered keepalive PING, the call as sent", took, err, ctx.Err())
+	}
+	var got []byte
+	for typ := range types {
+		got = append(got, typ)
+	}
+	if len(got) != 2 || got[0] != FrameRequest || got[1] != FramePing {
+		t.Fatalf("the callee received frames of types %v, want the request (%d) and one PING (%d)", got, FrameRequest, FramePing)
+	}
+	t.Logf("the call failed %v after it was sent (keepalive %v)", took, keepalive)
+}
+
+// A callee that answers PINGs keeps its connection however long a call
+// takes: a call of twenty keepalive periods is answered, and the calls
+// after it go on the same connection.
+func TestMuxKeepaliveSlowCall(t *testing.T) {
+	const keepalive = 25 * time.Millisecond
+	p := startMuxPeer(t, func(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, a net.Addr, err error) {
+		if string(req.Header.Peek("X-Id")) == "1" {
+			time.Sleep(20 * keepalive)
+		}
+		echo(ctx, req, resp, a, err)
+	}, 1<<20)
+	d := &net.Dialer{Timeout: time.Second}
+	c := NewClient(p.addr, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", p.addr) }, time.Minute, keepalive)
+	t.Cleanup(c.Close)
+	for i := 1; i <= 3; i++ {
+		resp := fasthttp.AcquireResponse()
+		if err := c.Do(context.Background(), newReq(i, []byte("x")), resp); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if got := string(resp.Header.Peek("X-Id")); got != strconv.Itoa(i) {
+			t.Fatalf("call %d: answer of %q", i, got)
+		}
+	}
+	if n := p.conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
 	}
 }

@@ -22,6 +22,9 @@ type Client struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	// idle closes a connection that carried no call for this long.
 	idle time.Duration
+	// keepalive: a connection whose calls wait and that received nothing
+	// for this long sends a PING, and fails when nothing comes for another.
+	keepalive time.Duration
 
 	mu      sync.Mutex
 	cur     *clientConn
@@ -30,9 +33,12 @@ type Client struct {
 }
 
 // NewClient returns a client of addr; dial makes a connection (with the
-// caller's connect timeout); idle is how long an unused connection stays.
-func NewClient(addr string, dial func(ctx context.Context) (net.Conn, error), idle time.Duration) *Client {
-	return &Client{addr: addr, dial: dial, idle: idle}
+// caller's connect timeout); idle is how long an unused connection stays;
+// keepalive is how long calls wait on a silent connection before it is
+// checked with a PING (and, unanswered as long again, given up). Zero turns
+// either off.
+func NewClient(addr string, dial func(ctx context.Context) (net.Conn, error), idle, keepalive time.Duration) *Client {
+	return &Client{addr: addr, dial: dial, idle: idle, keepalive: keepalive}
 }
 
 // Close stops the client: later calls fail as not sent, and the connection
@@ -67,6 +73,8 @@ type clientConn struct {
 	goaway bool  // the callee is closing: no new calls
 	// started counts the calls sent, for the idle reaper.
 	started uint64
+	// frames counts the frames received, for the keepalive check.
+	frames atomic.Uint64
 }
 
 // pending is a call waiting for its answer.
@@ -220,8 +228,8 @@ func (c *Client) open(ctx context.Context) (*clientConn, error) {
 	cc := &clientConn{cl: c, c: conn, w: newFrameWriter(conn), calls: map[uint32]*pending{}}
 	cc.w.buf = append(cc.w.buf, MuxPreface...) // leaves with the first call
 	go cc.read()
-	if c.idle > 0 {
-		go cc.reapIdle()
+	if c.idle > 0 || c.keepalive > 0 {
+		go cc.watch()
 	}
 	return cc, nil
 }
@@ -249,8 +257,13 @@ func (cc *clientConn) readFrames(fr *frameReader) error {
 		if err != nil {
 			return err
 		}
+		cc.frames.Add(1)
 		more := typ&FlagMore != 0
 		switch typ &^ FlagMore {
+		case FramePong:
+			if err := fr.skip(n); err != nil {
+				return err
+			}
 		case FrameResponse, FrameContinued:
 			if err := fr.read(n); err != nil {
 				return err
@@ -330,14 +343,18 @@ func (cc *clientConn) deliver(fr *frameReader, id uint32, msg []byte) (closing b
 }
 
 // fail ends the connection: every pending call fails, as not sent when its
-// request never left.
+// request never left, with the first reason the connection was failed for
+// (not the reader's error that closing it causes).
 func (cc *clientConn) fail(err error) {
 	cc.cl.drop(cc)
-	_ = cc.c.Close()
 	cc.mu.Lock()
 	if cc.dead == nil {
 		cc.dead = err
 	}
+	cc.mu.Unlock()
+	_ = cc.c.Close() // before the calls are taken: no write starts after
+	cc.mu.Lock()
+	err = cc.dead
 	calls := cc.calls
 	cc.calls = map[uint32]*pending{}
 	cc.mu.Unlock()
@@ -350,28 +367,64 @@ func (cc *clientConn) fail(err error) {
 	}
 }
 
-// reapIdle closes the connection once it has carried no call for a whole
+// watch closes the connection once it has carried no call for a whole
 // idle time (so after one to two of them), counting calls rather than
-// reading the clock on each.
-func (cc *clientConn) reapIdle() {
-	t := time.NewTicker(cc.cl.idle)
-	defer t.Stop()
-	var seen uint64
-	for range t.C {
-		cc.mu.Lock()
-		if cc.dead != nil {
+// reading the clock on each; and it checks a connection whose calls wait
+// while the callee says nothing: after a keepalive period without a frame
+// it sends a PING, and after another without an answer it fails the
+// connection and its calls (so 2 to 3 periods after the last frame). A
+// callee whose host went away without closing the connection would
+// otherwise hold the calls until their own deadlines, if they have any.
+func (cc *clientConn) watch() {
+	var idleC, kaC <-chan time.Time
+	if cc.cl.idle > 0 {
+		t := time.NewTicker(cc.cl.idle)
+		defer t.Stop()
+		idleC = t.C
+	}
+	if cc.cl.keepalive > 0 {
+		t := time.NewTicker(cc.cl.keepalive)
+		defer t.Stop()
+		kaC = t.C
+	}
+	var seen, heard uint64
+	pinged := false
+	for {
+		select {
+		case <-idleC:
+			cc.mu.Lock()
+			if cc.dead != nil {
+				cc.mu.Unlock()
+				return
+			}
+			idle := len(cc.calls) == 0 && cc.started == seen
+			seen = cc.started
+			if idle {
+				cc.dead = errors.New("peer link: idle")
+			}
 			cc.mu.Unlock()
-			return
-		}
-		idle := len(cc.calls) == 0 && cc.started == seen
-		seen = cc.started
-		if idle {
-			cc.dead = errors.New("peer link: idle")
-		}
-		cc.mu.Unlock()
-		if idle {
-			cc.fail(errors.New("peer link: idle"))
-			return
+			if idle {
+				cc.fail(errors.New("peer link: idle"))
+				return
+			}
+		case <-kaC:
+			if n := cc.frames.Load(); n != heard {
+				heard, pinged = n, false
+				continue
+			}
+			cc.mu.Lock()
+			dead, waiting := cc.dead != nil, len(cc.calls) > 0
+			cc.mu.Unlock()
+			switch {
+			case dead:
+				return
+			case pinged:
+				cc.fail(fmt.Errorf("peer link: %s answered no keepalive PING for %v", cc.cl.addr, cc.cl.keepalive))
+				return
+			case waiting:
+				cc.w.send(0, FramePing, nil)
+				pinged = true
+			}
 		}
 	}
 }

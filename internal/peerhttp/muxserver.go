@@ -170,6 +170,11 @@ func (sc *serverConn) serve(fr *frameReader) error {
 			if call != nil {
 				sc.take(fr, call, call.raw)
 			}
+		case FramePing:
+			if err := fr.skip(n); err != nil {
+				return err
+			}
+			sc.w.send(0, FramePong, nil)
 		case FrameCancel:
 			if err := fr.skip(n); err != nil {
 				return err

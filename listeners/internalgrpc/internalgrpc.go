@@ -78,9 +78,9 @@ var (
 	_ internalv1pb.ServiceInvocationServer = (*Listener)(nil)
 )
 
-// linkOffer offers both forms of the link: callers of this version take the
-// multiplexed one, earlier ones the first.
-var linkOffer = metadata.Pairs(peerhttp.MDOffer, peerhttp.Version, peerhttp.MDOffer, peerhttp.MuxVersion)
+// linkOffer offers every form of the link: callers of this version take the
+// multiplexed one with PINGs, earlier ones the form they know.
+var linkOffer = metadata.Pairs(peerhttp.MDOffer, peerhttp.Version, peerhttp.MDOffer, peerhttp.MuxVersionV2, peerhttp.MDOffer, peerhttp.MuxVersion)
 
 // chunkSize is the largest payload chunk CallLocalStream answers with.
 const chunkSize = 1 << 20

@@ -72,7 +72,7 @@ func (m *mux) sort(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	if m.mux != nil && string(head[:n]) == peerhttp.MuxPreface {
+	if m.mux != nil && (string(head[:n]) == peerhttp.MuxPreface || string(head[:n]) == peerhttp.MuxPrefaceV2) {
 		m.mux.ServeConn(c)
 		return
 	}

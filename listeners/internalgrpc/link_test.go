@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
 	"github.com/switchyard-proxy/switchyard/listeners"
 )
 
@@ -670,4 +673,68 @@ func TestMuxTemporaryAcceptError(t *testing.T) {
 		t.Fatalf("the mux stopped after a temporary accept error: %v", err)
 	}
 	c.Close()
+}
+
+// prefaceAs is a caller's connection whose first bytes (the link's preface)
+// are sent as pre instead: a caller of another version of the link.
+type prefaceAs struct {
+	net.Conn
+	pre  string
+	done bool
+}
+
+func (c *prefaceAs) Write(p []byte) (int, error) {
+	if !c.done && len(p) >= len(c.pre) {
+		c.done = true
+		q := append([]byte(c.pre), p[len(c.pre):]...)
+		return c.Conn.Write(q)
+	}
+	return c.Conn.Write(p)
+}
+
+// The port serves callers of the link's version 2 (no PINGs) as well as of
+// version 3, and its CallLocal answers offer both; a version 3 caller's
+// PINGs are answered, so its call outlives many keepalive periods.
+func TestLinkVersions(t *testing.T) {
+	s := startServer(t, 0, func(ctx context.Context, ex *filters.Exchange) error {
+		time.Sleep(200 * time.Millisecond) // 20 keepalive periods of the caller below
+		return appAnswer(ctx, ex)
+	})
+	addr := s.l.Addrs()[0].String()
+	var hdr metadata.MD
+	if _, err := s.cli.CallLocal(ctx10(t), invokeRequest(), grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.last(t)
+	if got := hdr.Get(peerhttp.MDOffer); !reflect.DeepEqual(got, []string{peerhttp.Version, peerhttp.MuxVersionV2, peerhttp.MuxVersion}) {
+		t.Fatalf("offer %q, want versions 1, 2 and 3", got)
+	}
+	for _, pre := range []string{peerhttp.MuxPrefaceV2, peerhttp.MuxPreface} {
+		served := s.l.linkServed.Load()
+		c := peerhttp.NewClient(addr, func(ctx context.Context) (net.Conn, error) {
+			nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &prefaceAs{Conn: nc, pre: pre}, nil
+		}, time.Minute, 10*time.Millisecond)
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.Header.SetMethod("POST")
+		req.SetRequestURI("/m")
+		req.Header.SetHost("peer")
+		req.Header.Set(grpcwire.MDCallerID, "checkout")
+		peerhttp.PrepareRequest(&req.Header)
+		req.SetBodyString("hi")
+		err := c.Do(ctx10(t), req, resp)
+		c.Close()
+		if err != nil {
+			t.Fatalf("preface %s: %v", pre, err)
+		}
+		if resp.StatusCode() != 201 || s.l.linkServed.Load() != served+1 {
+			t.Fatalf("preface %s: status %d, %d calls served over the link", pre, resp.StatusCode(), s.l.linkServed.Load()-served)
+		}
+		if v := s.last(t); v.caller != "checkout" {
+			t.Fatalf("preface %s: the chain saw caller %q", pre, v.caller)
+		}
+	}
 }
