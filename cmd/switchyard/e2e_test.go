@@ -467,13 +467,7 @@ func TestLoadBalancing(t *testing.T) {
 			name += "_idempotent_route"
 		}
 		t.Run(name, func(t *testing.T) {
-			p1, p2 := freePort(t), freePort(t)
-			start(t, "echohttp-1", binary(t, "echohttp"), "-port", strconv.Itoa(p1), "-name", "i1")
-			start(t, "echohttp-2", binary(t, "echohttp"), "-port", strconv.Itoa(p2), "-name", "i2")
-			i1, i2, ic := freePort(t), freePort(t), freePort(t)
-			apps := map[string][]int{"pool": {i1, i2}, "caller": {ic}}
-			startSidecar(t, "pool", i1, p1, "http", apps)
-			s2 := startSidecar(t, "pool", i2, p2, "http", apps)
+			s2, apps, ic := startPool(t)
 			caller := startSidecarLB(t, "caller", ic, apps, policy, tc.idempotent)
 
 			url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/pool/method/lb", caller.http)
@@ -584,13 +578,7 @@ name_resolution:
 // reached the app, so they are not retried on this non-idempotent route),
 // none hangs, and the rest go to the other instance.
 func TestFrozenInstance(t *testing.T) {
-	p1, p2 := freePort(t), freePort(t)
-	start(t, "echohttp-1", binary(t, "echohttp"), "-port", strconv.Itoa(p1), "-name", "i1")
-	start(t, "echohttp-2", binary(t, "echohttp"), "-port", strconv.Itoa(p2), "-name", "i2")
-	i1, i2, ic := freePort(t), freePort(t), freePort(t)
-	apps := map[string][]int{"pool": {i1, i2}, "caller": {ic}}
-	startSidecar(t, "pool", i1, p1, "http", apps)
-	s2 := startSidecar(t, "pool", i2, p2, "http", apps)
+	s2, apps, ic := startPool(t)
 	const keepalive = 200 * time.Millisecond
 	caller := startSidecar(t, "caller", ic, 0, "", apps, "--peer-keepalive", keepalive.String())
 	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/pool/method/frozen", caller.http)
@@ -684,4 +672,19 @@ func underLoad(workers, perWorker int, event, do func()) {
 	<-at
 	event()
 	wg.Wait()
+}
+
+// startPool starts two instances of app id "pool" (HTTP apps i1 and i2, each
+// behind its sidecar) and returns the second one's sidecar, the static name
+// resolution of "pool" and "caller", and the internal port kept for the
+// caller.
+func startPool(t *testing.T) (s2 *sidecar, apps map[string][]int, callerPort int) {
+	t.Helper()
+	p1, p2 := freePort(t), freePort(t)
+	start(t, "echohttp-1", binary(t, "echohttp"), "-port", strconv.Itoa(p1), "-name", "i1")
+	start(t, "echohttp-2", binary(t, "echohttp"), "-port", strconv.Itoa(p2), "-name", "i2")
+	i1, i2, ic := freePort(t), freePort(t), freePort(t)
+	apps = map[string][]int{"pool": {i1, i2}, "caller": {ic}}
+	startSidecar(t, "pool", i1, p1, "http", apps)
+	return startSidecar(t, "pool", i2, p2, "http", apps), apps, ic
 }
