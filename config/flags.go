@@ -96,7 +96,7 @@ var settings = []setting{
 			c.InternalHTTP = &b
 			return err
 		}},
-	{key: "peer_keepalive", flag: "peer-keepalive", def: DefaultPeerKeepalive, usage: "On the peer link, PING a connection whose calls wait and that heard nothing from the callee for this long, and give it up (failing its calls) when that goes unanswered as long again; 0: never",
+	{key: "peer_keepalive", flag: "peer-keepalive", def: DefaultPeerKeepalive, usage: "PING a connection to a switchyard peer sidecar (the peer link, gRPC proxying) whose calls wait and that heard nothing from the peer for this long, and give it up (failing its calls) when that goes unanswered as long again; 0: never",
 		set: func(c *Config, v any) (err error) {
 			d, err := asDuration(v, time.Second)
 			c.PeerKeepalive = &d

@@ -75,9 +75,10 @@ type Config struct {
 	// forward proxied calls (dapr-app-id) frame by frame instead of through
 	// grpc-go's server and client (nil: on).
 	GRPCFrameProxy *bool `json:"grpc_frame_proxy"`
-	// PeerKeepalive: a peer link connection whose calls wait and that heard
-	// nothing from the callee for this long sends a PING, and is given up
-	// when that goes unanswered as long again (nil: 10 s; 0: never).
+	// PeerKeepalive: a connection to a switchyard peer (the peer link, gRPC
+	// proxying) whose calls wait and that heard nothing from the peer for
+	// this long sends a PING, and is given up when that goes unanswered as
+	// long again (nil: 10 s; 0: never).
 	PeerKeepalive *Duration `json:"peer_keepalive"`
 
 	// Envoy-style model.

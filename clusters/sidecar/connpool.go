@@ -93,12 +93,14 @@ func (s *sharedConn) get(opts []grpc.DialOption) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-// framePool returns the address's pool for bridged calls.
-func (s *sharedConn) framePool() *h2proxy.Pool {
+// framePool returns the address's pool for bridged calls, made on first use
+// with keepalive (a peer that says it answers PINGs is PINGed when calls wait
+// in silence).
+func (s *sharedConn) framePool(keepalive time.Duration) *h2proxy.Pool {
 	if p := s.frames.Load(); p != nil {
 		return p
 	}
-	p := h2proxy.NewPool(s.addr, nil)
+	p := h2proxy.NewPool(s.addr, nil).WithKeepalive(keepalive)
 	if !s.frames.CompareAndSwap(nil, p) {
 		return s.frames.Load()
 	}

@@ -688,3 +688,51 @@ func startPool(t *testing.T) (s2 *sidecar, apps map[string][]int, callerPort int
 	startSidecar(t, "pool", i1, p1, "http", apps)
 	return startSidecar(t, "pool", i2, p2, "http", apps), apps, ic
 }
+
+// TestFrozenPeerGRPCProxying: a gRPC proxying stream (dapr-app-id) open
+// through two sidecars, whose callee sidecar then stops answering without
+// closing its connections (SIGSTOP). The caller's sidecar PINGs the silent
+// HTTP/2 connection (the callee said, in its SETTINGS, that it answers
+// PINGs) and gives it up: the stream fails as Unavailable within a few
+// keepalive periods instead of holding until its deadline.
+func TestFrozenPeerGRPCProxying(t *testing.T) {
+	grpcPort := freePort(t)
+	start(t, "grpcapp", binary(t, "grpcapp"), "-port", strconv.Itoa(grpcPort), "-name", "rpc-1")
+	ir, ic := freePort(t), freePort(t)
+	apps := map[string][]int{"rpc": {ir}, "client": {ic}}
+	rpc := startSidecar(t, "rpc", ir, grpcPort, "grpc", apps)
+	const keepalive = 200 * time.Millisecond
+	client := startSidecar(t, "client", ic, 0, "", apps, "--peer-keepalive", keepalive.String())
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", client.grpc), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("dapr-app-id", "rpc")), 30*time.Second)
+	defer cancel()
+	st, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("one")}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st.Recv(); err != nil || string(m.GetPayload().GetBody()) != "one" {
+		t.Fatalf("before the freeze: %v %v", m, err)
+	}
+	if err := rpc.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rpc.Cmd.Process.Signal(syscall.SIGCONT) })
+	begin := time.Now()
+	_ = st.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("two")}})
+	_, err = st.Recv()
+	took := time.Since(begin)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "keepalive PING") {
+		t.Fatalf("after %v: %v; want Unavailable for an unanswered keepalive PING", took, err)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the stream failed only after %v (keepalive %v)", took, keepalive)
+	}
+	t.Logf("the stream failed %v after the callee sidecar froze", took)
+}

@@ -3,6 +3,7 @@ package h2proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -17,10 +18,15 @@ import (
 // takes every call on it, another whenever all are at the peer's
 // SETTINGS_MAX_CONCURRENT_STREAMS, a fresh one after a connection fails or
 // the peer sent GOAWAY. A connection that carried no call for between one
-// and two idleCheck periods is closed (GOAWAY first).
+// and two idleCheck periods is closed (GOAWAY first). With a keepalive, a
+// connection to a peer that says it answers PINGs (settingAnswersPings:
+// switchyard's own listeners) is PINGed when its calls wait and nothing came
+// from the peer for a keepalive period, and given up, failing its calls,
+// when nothing comes for another.
 type Pool struct {
-	addr string
-	dial func(ctx context.Context) (net.Conn, error)
+	addr      string
+	dial      func(ctx context.Context) (net.Conn, error)
+	keepalive time.Duration
 
 	mu      sync.Mutex
 	conns   []*Conn
@@ -46,6 +52,13 @@ func NewPool(addr string, dial func(ctx context.Context) (net.Conn, error)) *Poo
 			return d.DialContext(ctx, "tcp", addr)
 		}
 	}
+	return p
+}
+
+// WithKeepalive sets the pool's keepalive period (0: none); call it before
+// the pool's first call.
+func (p *Pool) WithKeepalive(d time.Duration) *Pool {
+	p.keepalive = d
 	return p
 }
 
@@ -115,38 +128,82 @@ func (p *Pool) open(ctx context.Context, fields []hpack.HeaderField, down *strea
 		}
 		p.conns = append(p.conns, c)
 		p.mu.Unlock()
-		p.janitor.Do(func() { go p.closeIdle(idleCheck) })
+		p.janitor.Do(func() { go p.watch(idleCheck) })
 	}
 }
 
-// closeIdle closes, every period, the connections on which no call was
-// open, opened or ended since the last look, until the pool closes: they
-// carried no call for between one and two periods.
-func (p *Pool) closeIdle(period time.Duration) {
+// watch runs, until the pool closes, the idle check every period and the
+// keepalive check every keepalive period.
+func (p *Pool) watch(period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
+	var kaC <-chan time.Time
+	if p.keepalive > 0 {
+		ka := time.NewTicker(p.keepalive)
+		defer ka.Stop()
+		kaC = ka.C
+	}
 	for {
 		select {
 		case <-p.stop:
 			return
 		case <-t.C:
+			p.closeIdle()
+		case <-kaC:
+			p.checkAlive()
 		}
-		p.mu.Lock()
-		kept := p.conns[:0]
-		var idle []*Conn
-		for _, c := range p.conns {
-			if c.idleSinceLastLook() {
-				idle = append(idle, c)
-			} else {
-				kept = append(kept, c)
-			}
+	}
+}
+
+// checkAlive PINGs the connections whose calls wait while their peer said
+// nothing for a keepalive period, and fails those whose peer said nothing
+// since the last PING either (so 2 to 3 periods after its last frame).
+// Only peers that said they answer PINGs are PINGed.
+func (p *Pool) checkAlive() {
+	p.mu.Lock()
+	conns := append([]*Conn(nil), p.conns...)
+	p.mu.Unlock()
+	for _, c := range conns {
+		if n := c.frames.Load(); n != c.heard {
+			c.heard, c.pinged = n, false
+			continue
 		}
-		clear(p.conns[len(kept):])
-		p.conns = kept
-		p.mu.Unlock()
-		for _, c := range idle {
-			c.goAwayIdle()
+		if c.pinged {
+			c.fail(fmt.Errorf("h2proxy: %s answered no keepalive PING for %v", p.addr, p.keepalive))
+			continue
 		}
+		c.mu.Lock()
+		waiting := c.active > 0 && !c.closed
+		c.mu.Unlock()
+		if waiting && c.answersPings.Load() {
+			c.pinged = true
+			c.wmu.Lock()
+			c.writeErr(c.wf.WritePing(false, [8]byte{'k', 'e', 'e', 'p', 'a', 'l', 'i', 'v'}))
+			c.flushLocked()
+			c.wmu.Unlock()
+		}
+	}
+}
+
+// closeIdle closes the connections on which no call was open, opened or
+// ended since the last look: run every idleCheck period, they carried no
+// call for between one and two periods.
+func (p *Pool) closeIdle() {
+	p.mu.Lock()
+	kept := p.conns[:0]
+	var idle []*Conn
+	for _, c := range p.conns {
+		if c.idleSinceLastLook() {
+			idle = append(idle, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	clear(p.conns[len(kept):])
+	p.conns = kept
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.goAwayIdle()
 	}
 }
 

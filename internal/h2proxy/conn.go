@@ -121,6 +121,14 @@ type Conn struct {
 
 	dirty []*Conn // reader: connections written to and not yet flushed
 
+	// keepalive (client): frames counts the frames read; answersPings is
+	// set when the peer's SETTINGS carry settingAnswersPings; heard and
+	// pinged are the pool's keepalive check's (its goroutine only).
+	frames       atomic.Uint64
+	answersPings atomic.Bool
+	heard        uint64
+	pinged       bool
+
 	// header block being read (reader only): decoded into a slice reused
 	// from one block to the next
 	hdec     *hpack.Decoder
@@ -186,11 +194,19 @@ func newConn(nc net.Conn, server bool) *Conn {
 // (REFUSED_STREAM: never seen, so clients may send it again).
 var maxStreams uint32 = 1000
 
+// settingAnswersPings (value 1), in a server's SETTINGS, says that it
+// answers PINGs at any rate: a client pool with a keepalive may PING it
+// while calls wait in silence. A grpc-go server does not (it closes a
+// connection pinged too often for its enforcement policy), and ignores
+// this setting when a client sends it, as RFC 9113 asks of unknown ones.
+const settingAnswersPings http2.SettingID = 0xf0a1
+
 // settings writes this end's SETTINGS and opens the connection window.
 func (c *Conn) settings() error {
 	s := []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: window}}
 	if c.server {
-		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams})
+		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams},
+			http2.Setting{ID: settingAnswersPings, Val: 1})
 	} else {
 		s = append(s, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	}
@@ -534,6 +550,7 @@ func (c *Conn) readFrames() error {
 			c.flushDirty()
 		}
 		f, err := c.rf.ReadFrame()
+		c.frames.Add(1)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -830,6 +847,9 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			return err // a connection error (RFC 9113 6.5.2)
+		}
+		if s.ID == settingAnswersPings && !c.server {
+			c.answersPings.Store(s.Val == 1)
 		}
 		if s.ID == http2.SettingMaxConcurrentStreams {
 			c.mu.Lock()
