@@ -121,7 +121,7 @@ type Conn struct {
 
 	dirty []*Conn // reader: connections written to and not yet flushed
 
-	// keepalive (client): frames counts the frames read; answersPings is
+	// keepalive (client): frames counts the batches of frames read; answersPings is
 	// set when the peer's SETTINGS carry settingAnswersPings; heard and
 	// pinged are the pool's keepalive check's (its goroutine only).
 	frames       atomic.Uint64
@@ -548,9 +548,9 @@ func (c *Conn) readFrames() error {
 	for {
 		if !c.frameBuffered() {
 			c.flushDirty()
+			c.frames.Add(1) // a batch of frames was read (the keepalive's sign of life)
 		}
 		f, err := c.rf.ReadFrame()
-		c.frames.Add(1)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
