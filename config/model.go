@@ -237,9 +237,10 @@ func (c *Config) InternalHTTPOn() bool { return c.InternalHTTP == nil || *c.Inte
 // DefaultPeerKeepalive is PeerKeepalive's default.
 const DefaultPeerKeepalive = 10 * time.Second
 
-// PeerKeepaliveD is the peer link's keepalive period (0: off).
+// PeerKeepaliveD is the keepalive period of connections to peers (0: off);
+// a nil Config has the default.
 func (c *Config) PeerKeepaliveD() time.Duration {
-	if c.PeerKeepalive == nil {
+	if c == nil || c.PeerKeepalive == nil {
 		return DefaultPeerKeepalive
 	}
 	return c.PeerKeepalive.D()

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
@@ -28,14 +27,6 @@ import (
 // linkIdle is how long an unused link connection is kept. The callee keeps
 // it for as long as the caller does.
 const linkIdle = 30 * time.Second
-
-// linkKeepalive is the configured keepalive period of link connections.
-func linkKeepalive(c *config.Config) time.Duration {
-	if c == nil {
-		return config.DefaultPeerKeepalive
-	}
-	return c.PeerKeepaliveD()
-}
 
 // link returns the link client of the endpoint's address, made on first use
 // and shared by every cluster with an endpoint there.
@@ -69,7 +60,7 @@ var (
 // Handle retries and ejects the same way for both transports; the peer's
 // own errors come back as *filters.Error.
 func (c *Cluster) invokeHTTP(ctx context.Context, ep *endpoint, ex *filters.Exchange) error {
-	lc := ep.shared.link(c.opts.ConnectTimeout, c.opts.LinkKeepalive)
+	lc := ep.shared.link(c.opts.ConnectTimeout, c.opts.PeerKeepalive)
 	req := ex.Req
 	h := &req.Header
 	peerhttp.PrepareRequest(h)

@@ -68,7 +68,7 @@ func (kind) Build(cfg config.Cluster, env clusters.Env) (clusters.Cluster, error
 		Endpoints: cfg.Endpoints, LBPolicy: cfg.LBPolicy,
 		ConnectTimeout: cfg.ConnectTimeout.D(), Timeout: cfg.Timeout.D(),
 		Link:          env.Config == nil || env.Config.InternalHTTPOn(),
-		LinkKeepalive: linkKeepalive(env.Config),
+		PeerKeepalive: env.Config.PeerKeepaliveD(),
 		Logger:        env.Logger,
 	})
 }
@@ -103,12 +103,12 @@ type Options struct {
 	// Link sends unary invocations over HTTP/1.1 to endpoints that offer
 	// it (switchyard peers; see internal/peerhttp), gRPC to the others.
 	Link bool
-	// LinkKeepalive: a link connection, or an HTTP/2 connection of gRPC
+	// PeerKeepalive: a link connection, or an HTTP/2 connection of gRPC
 	// proxying to a switchyard peer, whose calls wait and that heard nothing
 	// for this long sends a PING, and is given up when that goes unanswered
 	// as long again (0: never). The first cluster to use an address sets it
 	// for the connections to that address.
-	LinkKeepalive time.Duration
+	PeerKeepalive time.Duration
 	Logger        *zap.Logger
 }
 
@@ -719,7 +719,7 @@ func (c *Cluster) bridge(ctx context.Context, st *h2proxy.Stream) error {
 			}
 		}
 		ep.inflight.Add(1)
-		err := st.Bridge(ctx, ep.shared.framePool(c.opts.LinkKeepalive), fields)
+		err := st.Bridge(ctx, ep.shared.framePool(c.opts.PeerKeepalive), fields)
 		ep.inflight.Add(-1)
 		if err == nil || st.Answered() || !notSent(status.Convert(err)) {
 			return err
