@@ -607,11 +607,7 @@ func TestFrozenInstance(t *testing.T) {
 	const workers = 8
 	var ok, failed, byKeepalive, slowest atomic.Int64
 	t.Cleanup(func() { _ = s2.Cmd.Process.Signal(syscall.SIGCONT) })
-	freeze := func() {
-		if err := s2.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Error(err)
-		}
-	}
+	freeze := func() { freezeProc(t, s2) }
 	underLoad(workers, 150, freeze, func() {
 		t0 := time.Now()
 		code, _, body, err := post()
@@ -720,10 +716,8 @@ func TestFrozenPeerGRPCProxying(t *testing.T) {
 	if m, err := st.Recv(); err != nil || string(m.GetPayload().GetBody()) != "one" {
 		t.Fatalf("before the freeze: %v %v", m, err)
 	}
-	if err := rpc.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { _ = rpc.Cmd.Process.Signal(syscall.SIGCONT) })
+	freezeProc(t, rpc)
 	begin := time.Now()
 	_ = st.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("two")}})
 	_, err = st.Recv()
@@ -735,4 +729,28 @@ func TestFrozenPeerGRPCProxying(t *testing.T) {
 		t.Fatalf("the stream failed only after %v (keepalive %v)", took, keepalive)
 	}
 	t.Logf("the stream failed %v after the callee sidecar froze", took)
+}
+
+// freezeProc stops s's process with SIGSTOP and waits until the kernel shows
+// it stopped (the signal takes effect asynchronously).
+func freezeProc(t *testing.T, s *sidecar) {
+	t.Helper()
+	pid := s.Cmd.Process.Pid
+	if err := s.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Error(err)
+		return
+	}
+	for i := 0; i < 500; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		// The state follows the command name in parentheses: "pid (comm) T ...".
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "T" {
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // polling the kernel's view of the process
+	}
+	t.Errorf("sidecar %s did not stop after SIGSTOP", s.id)
 }
