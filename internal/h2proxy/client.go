@@ -12,6 +12,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-proxy/switchyard/internal/keepalive"
 )
 
 // Pool keeps the upstream connections to an address: one while the peer
@@ -155,28 +157,20 @@ func (p *Pool) watch(period time.Duration) {
 	}
 }
 
-// checkAlive PINGs the connections whose calls wait while their peer said
-// nothing for a keepalive period, and fails those whose peer said nothing
-// since the last PING either (so 2 to 3 periods after its last frame).
-// Only peers that said they answer PINGs are PINGed.
+// checkAlive runs the keepalive check (package keepalive) on each
+// connection; only peers that said they answer PINGs are PINGed.
 func (p *Pool) checkAlive() {
 	p.mu.Lock()
 	conns := append([]*Conn(nil), p.conns...)
 	p.mu.Unlock()
 	for _, c := range conns {
-		if n := c.frames.Load(); n != c.heard {
-			c.heard, c.pinged = n, false
-			continue
-		}
-		if c.pinged {
-			c.fail(fmt.Errorf("h2proxy: %s answered no keepalive PING for %v", p.addr, p.keepalive))
-			continue
-		}
 		c.mu.Lock()
 		waiting := c.active > 0 && !c.closed
 		c.mu.Unlock()
-		if waiting && c.answersPings.Load() {
-			c.pinged = true
+		switch c.alive.Step(c.frames.Load(), waiting && c.answersPings.Load()) {
+		case keepalive.GiveUp:
+			c.fail(fmt.Errorf("h2proxy: %s answered no keepalive PING for %v", p.addr, p.keepalive))
+		case keepalive.Ping:
 			c.wmu.Lock()
 			c.writeErr(c.wf.WritePing(false, [8]byte{'k', 'e', 'e', 'p', 'a', 'l', 'i', 'v'}))
 			c.flushLocked()

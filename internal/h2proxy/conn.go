@@ -36,6 +36,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/switchyard-proxy/switchyard/internal/keepalive"
 )
 
 const (
@@ -121,13 +123,13 @@ type Conn struct {
 
 	dirty []*Conn // reader: connections written to and not yet flushed
 
-	// keepalive (client): frames counts the batches of frames read; answersPings is
-	// set when the peer's SETTINGS carry settingAnswersPings; heard and
-	// pinged are the pool's keepalive check's (its goroutine only).
+	// keepalive (client): frames counts the batches of frames read;
+	// answersPings is set when the peer's SETTINGS carry
+	// settingAnswersPings; alive is the pool's keepalive check's (its
+	// goroutine only).
 	frames       atomic.Uint64
 	answersPings atomic.Bool
-	heard        uint64
-	pinged       bool
+	alive        keepalive.Check
 
 	// header block being read (reader only): decoded into a slice reused
 	// from one block to the next
@@ -196,9 +198,9 @@ var maxStreams uint32 = 1000
 
 // settingAnswersPings (value 1), in a server's SETTINGS, says that it
 // answers PINGs at any rate: a client pool with a keepalive may PING it
-// while calls wait in silence. A grpc-go server does not (it closes a
-// connection pinged too often for its enforcement policy), and ignores
-// this setting when a client sends it, as RFC 9113 asks of unknown ones.
+// while calls wait in silence. A grpc-go server sends no such setting (it
+// closes a connection pinged too often for its enforcement policy), and
+// clients ignore it from our servers, as RFC 9113 asks of unknown ones.
 const settingAnswersPings http2.SettingID = 0xf0a1
 
 // settings writes this end's SETTINGS and opens the connection window.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/switchyard-proxy/switchyard/internal/keepalive"
 )
 
 // Client sends calls to one callee address over the multiplexed link: one
@@ -369,12 +371,12 @@ func (cc *clientConn) fail(err error) {
 
 // watch closes the connection once it has carried no call for a whole
 // idle time (so after one to two of them), counting calls rather than
-// reading the clock on each; and it checks a connection whose calls wait
-// while the callee says nothing: after a keepalive period without a frame
-// it sends a PING, and after another without an answer it fails the
-// connection and its calls (so 2 to 3 periods after the last frame). A
-// callee whose host went away without closing the connection would
-// otherwise hold the calls until their own deadlines, if they have any.
+// reading the clock on each; and it runs the keepalive check (package
+// keepalive) every keepalive period, PINGing a callee that says nothing
+// while calls wait and failing the connection and its calls when that goes
+// unanswered. A callee whose host went away without closing the connection
+// would otherwise hold the calls until their own deadlines, if they have
+// any.
 func (cc *clientConn) watch() {
 	var idleC, kaC <-chan time.Time
 	if cc.cl.idle > 0 {
@@ -387,8 +389,8 @@ func (cc *clientConn) watch() {
 		defer t.Stop()
 		kaC = t.C
 	}
-	var seen, heard uint64
-	pinged := false
+	var seen uint64
+	var alive keepalive.Check
 	for {
 		select {
 		case <-idleC:
@@ -408,22 +410,18 @@ func (cc *clientConn) watch() {
 				return
 			}
 		case <-kaC:
-			if n := cc.frames.Load(); n != heard {
-				heard, pinged = n, false
-				continue
-			}
 			cc.mu.Lock()
 			dead, waiting := cc.dead != nil, len(cc.calls) > 0
 			cc.mu.Unlock()
-			switch {
-			case dead:
+			if dead {
 				return
-			case pinged:
+			}
+			switch alive.Step(cc.frames.Load(), waiting) {
+			case keepalive.GiveUp:
 				cc.fail(fmt.Errorf("peer link: %s answered no keepalive PING for %v", cc.cl.addr, cc.cl.keepalive))
 				return
-			case waiting:
+			case keepalive.Ping:
 				cc.w.send(0, FramePing, nil)
-				pinged = true
 			}
 		}
 	}
