@@ -8,6 +8,10 @@
 # SY_EXTRA_ARGS is appended to both sidecars' command lines (for example
 # --internal-http=false: the sidecars talk internal gRPC instead of the link);
 # SY_ENV is put before both (for example SY_ENV="env GOMAXPROCS=1").
+# SWITCHYARD_BIN runs a prebuilt binary instead of building the checkout.
+# SWITCHYARD_BIN_B=path starts a second pair of sidecars from another build
+# and measures it in the same rounds (targets one-hop-b, two-hop-b): the way
+# to compare two builds on a machine whose latency moves from run to run.
 #
 # With nginx installed, the same one and two hops through nginx (1 worker
 # each, keep-alive upstreams) are measured too, for what a proxy adds on this
@@ -27,34 +31,56 @@ cleanup() {
 }
 trap cleanup EXIT
 BASE=${SY_PORT_BASE:-21000}
-APP=$((BASE)) B_HTTP=$((BASE + 10)) B_INT=$((BASE + 12)) A_HTTP=$((BASE + 20))
+APP=$((BASE)) B_HTTP=$((BASE + 10)) A_HTTP=$((BASE + 20))
 cd "$ROOT"
-CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/switchyard" ./cmd/switchyard
+if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+	cp "$SWITCHYARD_BIN" "$WORK/switchyard"
+else
+	CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/switchyard" ./cmd/switchyard
+fi
+[[ -z ${SWITCHYARD_BIN_B:-} ]] || cp "$SWITCHYARD_BIN_B" "$WORK/switchyard-b"
 go build -o "$WORK/echoapp" ./bench/echoapp
 go build -o "$WORK/fixedrate" ./bench/fixedrate
-cat >"$WORK/a.yaml" <<YAML
+"$WORK/echoapp" -http-port "$APP" -grpc-port 0 >"$WORK/app.log" 2>&1 &
+PIDS+=($!)
+# sidecars BIN BASE: sidecar B (app id app, HTTP on BASE+10, internal port
+# BASE+12) in front of the app, and sidecar A (app id client, HTTP on
+# BASE+20) that finds B by static name resolution; waits until both are ready.
+sidecars() {
+	local bin=$1 base=$2 url
+	cat >"$WORK/a-$base.yaml" <<YAML
 name_resolution:
   scheme: static
   config:
     apps:
-      app: ["127.0.0.1:$B_INT"]
+      app: ["127.0.0.1:$((base + 12))"]
 YAML
-"$WORK/echoapp" -http-port "$APP" -grpc-port 0 >"$WORK/app.log" 2>&1 &
-PIDS+=($!)
-$SY_ENV "$WORK/switchyard" --app-id app --app-port "$APP" --dapr-http-port "$B_HTTP" --dapr-grpc-port $((BASE + 11)) \
-	--dapr-internal-grpc-port "$B_INT" --metrics-port $((BASE + 13)) --admin-port $((BASE + 14)) --log-level warn $SY_EXTRA_ARGS >"$WORK/b.log" 2>&1 &
-PIDS+=($!)
-$SY_ENV "$WORK/switchyard" --app-id client -c "$WORK/a.yaml" --dapr-http-port "$A_HTTP" --dapr-grpc-port $((BASE + 21)) \
-	--metrics-port $((BASE + 23)) --admin-port $((BASE + 24)) --log-level warn $SY_EXTRA_ARGS >"$WORK/a.log" 2>&1 &
-PIDS+=($!)
-for url in "http://127.0.0.1:$B_HTTP/v1.0/healthz" "http://127.0.0.1:$A_HTTP/v1.0/healthz/outbound"; do
-	for _ in $(seq 100); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-		[[ $code == 204 ]] && break
-		sleep 0.1
+	# shellcheck disable=SC2086 # SY_ENV and SY_EXTRA_ARGS are split on purpose
+	$SY_ENV "$bin" --app-id app --app-port "$APP" --dapr-http-port $((base + 10)) --dapr-grpc-port $((base + 11)) \
+		--dapr-internal-grpc-port $((base + 12)) --metrics-port $((base + 13)) --admin-port $((base + 14)) --log-level warn $SY_EXTRA_ARGS >"$WORK/b-$base.log" 2>&1 &
+	PIDS+=($!)
+	# shellcheck disable=SC2086
+	$SY_ENV "$bin" --app-id client -c "$WORK/a-$base.yaml" --dapr-http-port $((base + 20)) --dapr-grpc-port $((base + 21)) \
+		--metrics-port $((base + 23)) --admin-port $((base + 24)) --log-level warn $SY_EXTRA_ARGS >"$WORK/a-$base.log" 2>&1 &
+	PIDS+=($!)
+	for url in "http://127.0.0.1:$((base + 10))/v1.0/healthz" "http://127.0.0.1:$((base + 20))/v1.0/healthz/outbound"; do
+		for _ in $(seq 100); do
+			code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
+			[[ $code == 204 ]] && break
+			sleep 0.1
+		done
 	done
-done
-curl -sf -o /dev/null "http://127.0.0.1:$A_HTTP/v1.0/invoke/app/method/echo" || { echo "two-hop pre-check failed; logs in $WORK" >&2; cat "$WORK/a.log" >&2; exit 1; }
+	curl -sf -o /dev/null "http://127.0.0.1:$((base + 20))/v1.0/invoke/app/method/echo" ||
+		{ echo "two-hop pre-check failed; logs in $WORK" >&2; cat "$WORK/a-$base.log" >&2; exit 1; }
+}
+sidecars "$WORK/switchyard" "$BASE"
+TARGETS=(one-hop="http://127.0.0.1:$B_HTTP/v1.0/invoke/app/method/echo"
+	two-hop="http://127.0.0.1:$A_HTTP/v1.0/invoke/app/method/echo")
+if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then
+	sidecars "$WORK/switchyard-b" $((BASE + 40))
+	TARGETS+=(one-hop-b="http://127.0.0.1:$((BASE + 50))/v1.0/invoke/app/method/echo"
+		two-hop-b="http://127.0.0.1:$((BASE + 60))/v1.0/invoke/app/method/echo")
+fi
 NGINX=()
 if command -v nginx >/dev/null; then
 	N1=$((BASE + 30)) N2=$((BASE + 31))
@@ -94,6 +120,4 @@ EOF
 	done
 	NGINX=(nginx-1hop="http://127.0.0.1:$N1/v1.0/invoke/app/method/echo" nginx-2hop="http://127.0.0.1:$N2/v1.0/invoke/app/method/echo")
 fi
-"$WORK/fixedrate" "$@" direct="http://127.0.0.1:$APP/echo" \
-	one-hop="http://127.0.0.1:$B_HTTP/v1.0/invoke/app/method/echo" \
-	two-hop="http://127.0.0.1:$A_HTTP/v1.0/invoke/app/method/echo" "${NGINX[@]}"
+"$WORK/fixedrate" "$@" direct="http://127.0.0.1:$APP/echo" "${TARGETS[@]}" "${NGINX[@]}"
