@@ -2,7 +2,8 @@
 # Shared harness of the load benchmark (run.sh, startup.sh, proxy.sh,
 # peers.sh). Source it; do not run it.
 #
-# Everything it starts runs in its own session (setsid), so a target's whole
+# Everything it starts runs in its own session (setsid; with SESSIONS=0 in a
+# process group of its own inside the harness's session), so a target's whole
 # process tree (e.g. nginx master + workers) can be measured and ended by
 # that one id. An EXIT trap ends them all and removes the work dir it made.
 
@@ -32,6 +33,13 @@ PEER_PORT_BASE=${PEER_PORT_BASE:-18000}   # peers listen on BASE+1.. (HTTP), BAS
 RSS=${RSS:-1}                     # 1: sample memory of each target during its runs
 MAX_NOISE=${MAX_NOISE-15}         # repeat a run whose foreign CPU% exceeded this ("": never) ...
 NOISE_RETRIES=${NOISE_RETRIES:-3} # ... at most this many times (then keep the last try)
+# 1: each target in a session of its own (setsid). Where the kernel groups
+# tasks by session (/proc/sys/kernel/sched_autogroup_enabled = 1) each target
+# then gets a CPU share of its own, as containers in cgroups of their own do.
+# 0: each target in a process group of its own inside the harness's session:
+# targets and load generator share one scheduling group, as the processes of
+# `dapr run` do. Ratios differ between the two; bench/README.md has figures.
+SESSIONS=${SESSIONS:-1}
 
 # ---- work dir --------------------------------------------------------------
 if [[ -n ${BENCH_WORKDIR:-} ]]; then
@@ -49,10 +57,19 @@ MEMFILE=$WORK/mem.tsv       # target phase rss_kb pss_kb nprocs
 : >"$RESULTS"
 : >"$MEMFILE"
 
-declare -a SIDS=()          # session ids of everything started
+declare -a SIDS=()          # session (SESSIONS=0: process group) ids of everything started
 declare -A T_URL=() T_SID=() T_GRPC=() T_GRPC_HDR=()
 LOADPID=""
 SAMPLERPID=""
+
+# members ID[,ID...]: the pids in those sessions (SESSIONS=0: process groups).
+members() {
+	if [[ $SESSIONS == 1 ]]; then
+		ps -o pid= -s "$1" 2>/dev/null
+	else
+		pgrep -g "$1" 2>/dev/null
+	fi
+}
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -69,13 +86,13 @@ cleanup() {
 	for ((i = 0; i < 50; i++)); do
 		p=0
 		for sid in "${SIDS[@]}"; do
-			[[ -n $(ps -o pid= -s "$sid" 2>/dev/null) ]] && p=1
+			[[ -n $(members "$sid") ]] && p=1
 		done
 		((p == 0)) && break
 		sleep 0.1
 	done
 	for sid in "${SIDS[@]}"; do
-		[[ -n $(ps -o pid= -s "$sid" 2>/dev/null) ]] && kill -KILL -- "-$sid" 2>/dev/null
+		[[ -n $(members "$sid") ]] && kill -KILL -- "-$sid" 2>/dev/null
 	done
 	wait 2>/dev/null
 	if ((WORK_OWNED == 1)) && [[ ${BENCH_KEEP:-0} != 1 ]]; then
@@ -101,19 +118,27 @@ port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 server_prefix() { if [[ $PIN == 1 ]]; then echo taskset -c "$SERVER_CPUS"; fi; }
 load_prefix() { if [[ $PIN == 1 ]]; then echo taskset -c "$LOAD_CPUS"; fi; }
 
-# start_bg NAME CMD... : start CMD in a new session, record it, echo its sid.
+# start_bg NAME CMD... : start CMD in a session (SESSIONS=0: process group)
+# of its own and record it.
 start_bg() {
-	local name=$1
+	local name=$1 pid id
 	shift
-	# shellcheck disable=SC2046
-	setsid $(server_prefix) "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null &
-	local pid=$!
+	local -a pre
+	read -r -a pre <<<"$(server_prefix)"
+	if [[ $SESSIONS == 1 ]]; then
+		setsid "${pre[@]}" "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null &
+		pid=$!
+	else
+		set -m # with job control on, a background job gets a process group of its own
+		"${pre[@]}" "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null &
+		pid=$!
+		set +m
+	fi
 	SIDS+=("$pid")
 	T_SID[$name]=$pid
 	sleep 0.05
-	local sid
-	sid=$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ')
-	[[ -z $sid || $sid == "$pid" ]] || log "warning: $name pid $pid is not a session leader (sid $sid)"
+	id=$(ps -o "$([[ $SESSIONS == 1 ]] && echo sid || echo pgid)=" -p "$pid" 2>/dev/null | tr -d ' ')
+	[[ -z $id || $id == "$pid" ]] || log "warning: $name pid $pid does not lead a session/process group of its own ($id)"
 }
 
 # wait_http URL [SECONDS] [TARGET]: wait until URL answers 2xx (fail early if TARGET died).
@@ -127,12 +152,12 @@ wait_http() {
 	return 1
 }
 
-alive() { [[ -n $(ps -o pid= -s "${T_SID[$1]}" 2>/dev/null) ]]; }
+alive() { [[ -n $(members "${T_SID[$1]}") ]]; }
 
 # mem_of SID -> "rss_kb pss_kb nprocs" summed over the session.
 mem_of() {
 	local p r s rss=0 pss=0 n=0
-	for p in $(ps -o pid= -s "$1" 2>/dev/null); do
+	for p in $(members "$1"); do
 		r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)
 		s=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
 		rss=$((rss + ${r:-0}))
@@ -185,7 +210,7 @@ cpu_mark() { # sets CPU_BUSY CPU_TOTAL OUR_TICKS
 	CPU_TOTAL=$((CPU_BUSY + i + w))
 	local p files=() sess=0
 	if ((${#SIDS[@]})); then
-		for p in $(ps -o pid= -s "$(IFS=,; echo "${SIDS[*]}")" 2>/dev/null); do files+=("/proc/$p/stat"); done
+		for p in $(members "$(IFS=,; echo "${SIDS[*]}")"); do files+=("/proc/$p/stat"); done
 	fi
 	((${#files[@]})) && sess=$(cat "${files[@]}" 2>/dev/null | awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }')
 	{ times; } >"$WORK/.times"
@@ -652,5 +677,6 @@ print_env() {
 	log "work dir: $WORK"
 	echo "# $(date -u +%FT%TZ)  host cpus: $(nproc)  loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# duration ${DURATION}s x ${ROUNDS} rounds (+${WARMUP}s warm-up), wrk -t${THREADS} -c${CONNS}, gRPC ${GRPC_TOOL} c=${GRPC_CONNS} m=${GRPC_STREAMS}, MAX_NOISE=${MAX_NOISE:-off}%, PIN=${PIN}$([[ $PIN == 1 ]] && echo " (load on cpu ${LOAD_CPUS}, servers on cpu ${SERVER_CPUS})")"
+	echo "# scheduling: sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo n/a), SESSIONS=$SESSIONS ($([[ $SESSIONS == 1 ]] && echo "each target in a session of its own" || echo "targets in process groups of the harness's session"))"
 	echo "# wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}'), $(h2load --version 2>&1 | head -1), go $(go env GOVERSION 2>/dev/null)"
 }

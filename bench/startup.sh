@@ -93,7 +93,7 @@ fi
 # rss_of NAME -> "rss_kb hwm_kb" summed over the target's session
 rss_of() {
 	local p r h rss=0 hwm=0
-	for p in $(ps -o pid= -s "${T_SID[$1]}" 2>/dev/null); do
+	for p in $(members "${T_SID[$1]}"); do
 		r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)
 		h=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null)
 		rss=$((rss + ${r:-0}))
