@@ -35,10 +35,10 @@ MAX_NOISE=${MAX_NOISE-15}         # repeat a run whose foreign CPU% exceeded thi
 NOISE_RETRIES=${NOISE_RETRIES:-3} # ... at most this many times (then keep the last try)
 # 1: each target in a session of its own (setsid). Where the kernel groups
 # tasks by session (/proc/sys/kernel/sched_autogroup_enabled = 1) each target
-# then gets a CPU share of its own, as containers in cgroups of their own do.
+# then gets a CPU share of its own, much as containers in cgroups of their own.
 # 0: each target in a process group of its own inside the harness's session:
-# targets and load generator share one scheduling group, as the processes of
-# `dapr run` do. Ratios differ between the two; bench/README.md has figures.
+# targets and load generator share one scheduling group, like processes that
+# one shell starts. Ratios differ between the two; bench/README.md has figures.
 SESSIONS=${SESSIONS:-1}
 
 # ---- work dir --------------------------------------------------------------
