@@ -140,6 +140,8 @@ type Conn struct {
 	hremain  int    // what the header list may still take
 	hinvalid bool
 	hregular bool
+	hcache   bool     // the block is one frame that keeps the table: dcache may keep it
+	dcache   decCache // header blocks decoded before (reader only)
 	// flushReq wakes the flusher, which flushes what goroutines other than
 	// a reader wrote (calls being opened, answers of the chain): the calls
 	// that start together leave in one write.
@@ -606,9 +608,20 @@ func (c *Conn) handle(f http2.Frame) error {
 	case *http2.HeadersFrame:
 		c.hfields = c.hfields[:0]
 		c.hstream, c.hend, c.hremain, c.hinvalid, c.hregular = f.StreamID, f.StreamEnded(), maxHeaderList, false, false
-		return c.headerBlock(f.HeaderBlockFragment(), f.HeadersEnded())
+		frag := f.HeaderBlockFragment()
+		c.hcache = f.HeadersEnded() && keepsTable(frag)
+		if c.hcache {
+			if fields, ok := c.dcache.get(frag); ok {
+				c.hfields = append(c.hfields, fields...)
+				return c.onHeaders(c.hstream, c.hfields, c.hend)
+			}
+		} else {
+			c.dcache.epoch++ // the block may change the dynamic table
+		}
+		return c.headerBlock(frag, f.HeadersEnded())
 	case *http2.ContinuationFrame:
 		// The framer checks that it follows HEADERS of the same stream.
+		c.dcache.epoch++
 		return c.headerBlock(f.HeaderBlockFragment(), f.HeadersEnded())
 	case *http2.RSTStreamFrame:
 		if s := c.lookup(f.StreamID); s != nil {
@@ -741,6 +754,9 @@ func (c *Conn) headerBlock(frag []byte, ended bool) error {
 	if c.hinvalid {
 		c.resetStream(c.hstream, http2.ErrCodeProtocol)
 		return nil
+	}
+	if c.hcache {
+		c.dcache.put(frag, c.hfields)
 	}
 	return c.onHeaders(c.hstream, c.hfields, c.hend)
 }

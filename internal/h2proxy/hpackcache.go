@@ -85,3 +85,111 @@ func (c *Conn) encodeLocked(fields []hpack.HeaderField) {
 		s.fields = s.fields[:len(fields)]
 	}
 }
+
+// The decoding side: once a caller's or an app's fields sit in the table,
+// its header blocks repeat byte for byte: indexes into the tables (method,
+// content type, the app id; status, then the trailers) and the literals an
+// encoder never adds to the table (nghttp2 sends :path so). A block made
+// only of those leaves the dynamic table as it was (RFC 7541 6.1, 6.2.2,
+// 6.2.3), so what it decodes to depends only on its bytes and the table:
+// decCache remembers the fields of such blocks while no other block (which
+// may add to the table or resize it) has been read since.
+
+// decCache is a connection's cache (its reader only).
+type decCache struct {
+	epoch uint32 // bumped before every block that may change the table
+	slots [4]decSlot
+	next  int
+}
+
+type decSlot struct {
+	block  []byte
+	fields []hpack.HeaderField
+	epoch  uint32
+	ok     bool
+}
+
+// maxCachedBlock bounds the blocks decCache keeps.
+const maxCachedBlock = 512
+
+// keepsTable reports a header block, at most maxCachedBlock bytes, of
+// indexed fields and literals not added to the table only. A block that
+// would not decode may pass: it is kept only once it decoded.
+func keepsTable(b []byte) bool {
+	if len(b) == 0 || len(b) > maxCachedBlock {
+		return false
+	}
+	for len(b) > 0 {
+		x := b[0]
+		var ok bool
+		switch {
+		case x&0x80 != 0: // indexed field
+			_, b, ok = hpackInt(b, 7)
+		case x&0xc0 == 0x40, x&0xe0 == 0x20: // added to the table; table size update
+			return false
+		default: // literal without indexing (0000) or never indexed (0001)
+			var name uint64
+			if name, b, ok = hpackInt(b, 4); ok && name == 0 {
+				b, ok = skipString(b)
+			}
+			if ok {
+				b, ok = skipString(b)
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// hpackInt reads an integer with an n-bit prefix (RFC 7541 5.1).
+func hpackInt(b []byte, n uint) (uint64, []byte, bool) {
+	mask := uint64(1)<<n - 1
+	v := uint64(b[0]) & mask
+	if v < mask {
+		return v, b[1:], true
+	}
+	var m uint
+	for i := 1; i < len(b) && i <= 4; i++ {
+		v += uint64(b[i]&0x7f) << m
+		m += 7
+		if b[i]&0x80 == 0 {
+			return v, b[i+1:], true
+		}
+	}
+	return 0, nil, false
+}
+
+// skipString steps over a string literal (RFC 7541 5.2).
+func skipString(b []byte) ([]byte, bool) {
+	if len(b) == 0 {
+		return nil, false
+	}
+	n, rest, ok := hpackInt(b, 7)
+	if !ok || n > uint64(len(rest)) {
+		return nil, false
+	}
+	return rest[n:], true
+}
+
+// get returns the fields block decoded to, if it was decoded since the
+// table last changed. They are the cache's: the caller copies them.
+func (d *decCache) get(block []byte) ([]hpack.HeaderField, bool) {
+	for i := range d.slots {
+		s := &d.slots[i]
+		if s.ok && s.epoch == d.epoch && string(s.block) == string(block) {
+			return s.fields, true
+		}
+	}
+	return nil, false
+}
+
+// put remembers what block (keepsTable) decoded to.
+func (d *decCache) put(block []byte, fields []hpack.HeaderField) {
+	s := &d.slots[d.next]
+	d.next = (d.next + 1) % len(d.slots)
+	s.block = append(s.block[:0], block...)
+	s.fields = append(s.fields[:0], fields...)
+	s.epoch, s.ok = d.epoch, true
+}
