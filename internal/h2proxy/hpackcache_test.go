@@ -125,7 +125,7 @@ func TestDecCacheTableChanges(t *testing.T) {
 	pseudo := []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: "/"}}
 	var indexed [][]byte         // blocks that kept the table, sent so far
 	first := map[string]string{} // what each meant when first sent
-	hits, replays, moved := 0, 0, 0
+	kept, replays, moved := 0, 0, 0
 	for i, id := 0, uint32(1); i < 1500; i, id = i+1, id+2 {
 		var block []byte
 		split, replay := false, len(indexed) > 0 && rng.IntN(4) == 0
@@ -195,13 +195,13 @@ func TestDecCacheTableChanges(t *testing.T) {
 			t.Fatalf("block %d (%x, split %v): the proxy read %q, a decoder %q", i, block, split, got, xFields(want))
 		}
 		if keepsTable(block) {
-			hits++
+			kept++
 		}
 	}
-	if replays < 100 || moved < 20 || hits < 300 {
-		t.Fatalf("too few cases: %d replays (%d meaning other fields), %d blocks that kept the table", replays, moved, hits)
+	if replays < 100 || moved < 20 || kept < 300 {
+		t.Fatalf("too few cases: %d replays (%d meaning other fields), %d blocks that kept the table", replays, moved, kept)
 	}
-	t.Logf("%d blocks that kept the table, %d replays, %d of them meaning other fields", hits, replays, moved)
+	t.Logf("%d blocks that kept the table, %d replays, %d of them meaning other fields", kept, replays, moved)
 }
 
 // xFields lists the x- fields, "name=value,..." (a big value by its length).

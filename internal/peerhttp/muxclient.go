@@ -369,6 +369,9 @@ func (cc *clientConn) fail(err error) {
 	}
 }
 
+// errLinkIdle closes a connection that carried no call for an idle time.
+var errLinkIdle = errors.New("peer link: idle")
+
 // watch closes the connection once it has carried no call for a whole
 // idle time (so after one to two of them), counting calls rather than
 // reading the clock on each; and it runs the keepalive check (package
@@ -402,11 +405,11 @@ func (cc *clientConn) watch() {
 			idle := len(cc.calls) == 0 && cc.started == seen
 			seen = cc.started
 			if idle {
-				cc.dead = errors.New("peer link: idle")
+				cc.dead = errLinkIdle // no call starts on it from now
 			}
 			cc.mu.Unlock()
 			if idle {
-				cc.fail(errors.New("peer link: idle"))
+				cc.fail(errLinkIdle)
 				return
 			}
 		case <-kaC:
