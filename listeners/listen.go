@@ -3,6 +3,7 @@ package listeners
 import (
 	"errors"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 
 	"go.uber.org/zap"
@@ -23,7 +24,7 @@ func Listen(log *zap.Logger, name string, addrs []string) ([]net.Listener, error
 			errs = append(errs, err)
 			continue
 		}
-		out = append(out, l)
+		out = append(out, rawio.Listener(l))
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("listener %s: could not bind any address: %w", name, errors.Join(errs...))

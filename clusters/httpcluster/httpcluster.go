@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"net/http"
 	"strings"
@@ -110,7 +111,13 @@ func New(o Options) (*Cluster, error) {
 			return nil, fmt.Errorf("httpcluster: %s: endpoint %q: %w", o.Name, addr, err)
 		}
 		dialer := &fasthttp.TCPDialer{Concurrency: 0}
-		dial := func(a string) (net.Conn, error) { return dialer.DialTimeout(a, ct) }
+		dial := func(a string) (net.Conn, error) {
+			c, err := dialer.DialTimeout(a, ct)
+			if err != nil {
+				return nil, err
+			}
+			return rawio.Wrap(c), nil
+		}
 		hc := &fasthttp.HostClient{
 			Addr:                          addr,
 			MaxConns:                      maxConns,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"strconv"
 	"time"
@@ -36,7 +37,11 @@ func (s *sharedConn) link(connectTimeout, keepalive time.Duration) *peerhttp.Cli
 	}
 	dialer := &net.Dialer{Timeout: connectTimeout}
 	lc := peerhttp.NewClient(s.addr, func(ctx context.Context) (net.Conn, error) {
-		return dialer.DialContext(ctx, "tcp", s.addr)
+		c, err := dialer.DialContext(ctx, "tcp", s.addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawio.Wrap(c), nil
 	}, linkIdle, keepalive)
 	if s.lc.CompareAndSwap(nil, lc) {
 		return lc

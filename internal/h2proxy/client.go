@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"sync"
 	"time"
@@ -51,7 +52,11 @@ func NewPool(addr string, dial func(ctx context.Context) (net.Conn, error)) *Poo
 	if p.dial == nil {
 		p.dial = func(ctx context.Context) (net.Conn, error) {
 			d := net.Dialer{Timeout: DialTimeout}
-			return d.DialContext(ctx, "tcp", addr)
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return rawio.Wrap(c), nil
 		}
 	}
 	return p

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"io"
 	"math"
 	"net"
@@ -392,7 +393,11 @@ func (c *Conn) tryWrite(p []byte) (int, error) {
 // socket takes no more (under wmu, allocated once as c.rawWrite).
 func (c *Conn) rawWriteFD(fd uintptr) bool {
 	for c.wn < len(c.wp) {
-		m, err := syscall.Write(int(fd), c.wp[c.wn:])
+		m, errno := rawio.Write(fd, c.wp[c.wn:])
+		var err error
+		if errno != 0 {
+			err = errno
+		}
 		if m > 0 {
 			c.wn += m
 		}
