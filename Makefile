@@ -28,7 +28,7 @@ test: deps
 	# Socket I/O goes through internal/rawio's raw system calls only without
 	# the race detector (under it they are the syscall package's): run the
 	# packages that read and write sockets through it once more without.
-	go test -count=1 -timeout 10m ./internal/rawio ./internal/h2proxy ./internal/peerhttp ./listeners/... ./clusters/httpcluster
+	go test -count=1 -timeout 10m ./internal/rawio ./internal/h2proxy ./internal/peerhttp ./listeners/... ./clusters/httpcluster ./clusters/grpcapp ./clusters/sidecar ./clusters/pubsub/...
 
 bench:
 	BENCH=1 bash .ci/deps.sh

@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"net/http"
 	"strings"
@@ -130,6 +131,7 @@ func (cn *conn) client() (*grpc.ClientConn, error) {
 	cn.once.Do(func() {
 		cn.cc, cn.err = grpc.NewClient("passthrough:///"+cn.addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(rawio.DialContext),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	})
 	return cn.cc, cn.err

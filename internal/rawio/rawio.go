@@ -14,6 +14,7 @@
 package rawio
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -153,6 +154,17 @@ type listener struct{ net.Listener }
 
 func (l listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}
+
+// DialContext dials a TCP address and wraps the connection; it is the
+// dialer given to grpc-go clients (grpc.WithContextDialer).
+func DialContext(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package rawio_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -67,6 +68,22 @@ func TestWrapTypes(t *testing.T) {
 	}
 	if _, err := d.(syscall.Conn).SyscallConn(); err != nil {
 		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	g, err := rawio.DialContext(context.Background(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, ok := g.(*rawio.Conn); !ok {
+		t.Fatalf("DialContext gave a %T", g)
+	}
+	if _, err := rawio.DialContext(context.Background(), "127.0.0.1:1"); err == nil {
+		t.Fatal("dialing a closed port succeeded")
 	}
 }
 

@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"hash/fnv"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,6 +138,7 @@ func (Factory) New(ctx context.Context, opts pubsub.Options) (pubsub.Broker, err
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait),
 		nats.Timeout(cfg.DialTimeout),
+		nats.SetCustomDialer(rawDialer{timeout: cfg.DialTimeout}),
 	}
 	if cfg.Token != "" {
 		nopts = append(nopts, nats.Token(cfg.Token))
@@ -333,4 +336,15 @@ func (b *Broker) Close() error {
 	}
 	b.nc.Close()
 	return nil
+}
+
+// rawDialer dials the server's TCP connections wrapped by rawio.
+type rawDialer struct{ timeout time.Duration }
+
+func (d rawDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := net.DialTimeout(network, address, d.timeout)
+	if err != nil {
+		return nil, err
+	}
+	return rawio.Wrap(c), nil
 }

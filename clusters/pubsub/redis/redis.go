@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"strings"
 	"sync"
@@ -135,6 +136,14 @@ func (Factory) New(ctx context.Context, opts pubsub.Options) (pubsub.Broker, err
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.ReadTimeout,
 		PoolSize:     4 * cfg.Concurrency,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 5 * time.Minute}
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return rawio.Wrap(c), nil
+		},
 	})
 	if err := client.Ping(ctx).Err(); err != nil {
 		client.Close()
