@@ -3,10 +3,11 @@ package listeners
 import (
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 
 	"go.uber.org/zap"
+
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 // Listen binds every address. Like daprd, an address that cannot be bound

@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"net/http"
 	"strings"
@@ -36,6 +35,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/h2proxy"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 func init() { clusters.RegisterKind(kind{}) }

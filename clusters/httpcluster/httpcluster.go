@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"net/http"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/clusters/internal/limit"
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 // Options configure a cluster.
@@ -111,13 +111,7 @@ func New(o Options) (*Cluster, error) {
 			return nil, fmt.Errorf("httpcluster: %s: endpoint %q: %w", o.Name, addr, err)
 		}
 		dialer := &fasthttp.TCPDialer{Concurrency: 0}
-		dial := func(a string) (net.Conn, error) {
-			c, err := dialer.DialTimeout(a, ct)
-			if err != nil {
-				return nil, err
-			}
-			return rawio.Wrap(c), nil
-		}
+		dial := func(a string) (net.Conn, error) { return rawio.Wrapped(dialer.DialTimeout(a, ct)) }
 		hc := &fasthttp.HostClient{
 			Addr:                          addr,
 			MaxConns:                      maxConns,

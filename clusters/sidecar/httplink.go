@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"strconv"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/filters"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 // A peer sidecar that is switchyard offers the peer link on its internal
@@ -37,11 +37,7 @@ func (s *sharedConn) link(connectTimeout, keepalive time.Duration) *peerhttp.Cli
 	}
 	dialer := &net.Dialer{Timeout: connectTimeout}
 	lc := peerhttp.NewClient(s.addr, func(ctx context.Context) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, "tcp", s.addr)
-		if err != nil {
-			return nil, err
-		}
-		return rawio.Wrap(c), nil
+		return rawio.Wrapped(dialer.DialContext(ctx, "tcp", s.addr))
 	}, linkIdle, keepalive)
 	if s.lc.CompareAndSwap(nil, lc) {
 		return lc

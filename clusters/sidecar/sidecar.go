@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"io"
 	"net/http"
 	"strings"
@@ -38,6 +37,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/h2proxy"
 	"github.com/switchyard-proxy/switchyard/internal/peerhttp"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 func init() { clusters.RegisterKind(kind{}) }

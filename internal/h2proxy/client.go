@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-proxy/switchyard/internal/keepalive"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 // Pool keeps the upstream connections to an address: one while the peer
@@ -52,11 +52,7 @@ func NewPool(addr string, dial func(ctx context.Context) (net.Conn, error)) *Poo
 	if p.dial == nil {
 		p.dial = func(ctx context.Context) (net.Conn, error) {
 			d := net.Dialer{Timeout: DialTimeout}
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return rawio.Wrap(c), nil
+			return rawio.Wrapped(d.DialContext(ctx, "tcp", addr))
 		}
 	}
 	return p

@@ -23,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"io"
 	"math"
 	"net"
@@ -39,6 +38,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/switchyard-proxy/switchyard/internal/keepalive"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 const (

@@ -160,13 +160,17 @@ func (l listener) Accept() (net.Conn, error) {
 	return Wrap(c), nil
 }
 
-// DialContext dials a TCP address and wraps the connection; it is the
-// dialer given to grpc-go clients (grpc.WithContextDialer).
-func DialContext(ctx context.Context, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+// Wrapped wraps what a dial returns: Wrapped(d.DialContext(ctx, "tcp", a)).
+func Wrapped(c net.Conn, err error) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
 	return Wrap(c), nil
+}
+
+// DialContext dials a TCP address and wraps the connection; it is the
+// dialer given to grpc-go clients (grpc.WithContextDialer).
+func DialContext(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return Wrapped(d.DialContext(ctx, "tcp", addr))
 }

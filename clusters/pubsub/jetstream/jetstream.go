@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"hash/fnv"
 	"net"
 	"slices"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub"
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub/internal/meta"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 // Type is the component type this broker registers.
@@ -342,9 +342,5 @@ func (b *Broker) Close() error {
 type rawDialer struct{ timeout time.Duration }
 
 func (d rawDialer) Dial(network, address string) (net.Conn, error) {
-	c, err := net.DialTimeout(network, address, d.timeout)
-	if err != nil {
-		return nil, err
-	}
-	return rawio.Wrap(c), nil
+	return rawio.Wrapped(net.DialTimeout(network, address, d.timeout))
 }

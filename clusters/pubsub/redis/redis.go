@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/switchyard-proxy/switchyard/internal/rawio"
 	"net"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub"
 	"github.com/switchyard-proxy/switchyard/clusters/pubsub/internal/meta"
+	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
 
 // Type is the component type this broker registers.
@@ -138,11 +138,7 @@ func (Factory) New(ctx context.Context, opts pubsub.Options) (pubsub.Broker, err
 		PoolSize:     4 * cfg.Concurrency,
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 5 * time.Minute}
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return rawio.Wrap(c), nil
+			return rawio.Wrapped(d.DialContext(ctx, network, addr))
 		},
 	})
 	if err := client.Ping(ctx).Err(); err != nil {
