@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -100,6 +101,7 @@ func TestLargeTransfer(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for _, c := range []net.Conn{d, a} {
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second)) // a lost byte fails, not hangs
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -108,7 +110,7 @@ func TestLargeTransfer(t *testing.T) {
 				end := min(off+step, size)
 				n, err := c.Write(src[off:end])
 				if err != nil || n != end-off {
-					errs <- err
+					errs <- fmt.Errorf("wrote %d of %d: %v", n, end-off, err)
 					return
 				}
 				off = end
