@@ -392,28 +392,7 @@ func (c *Conn) tryWrite(p []byte) (int, error) {
 // rawWriteFD is tryWrite's callback on the socket: it writes c.wp until the
 // socket takes no more (under wmu, allocated once as c.rawWrite).
 func (c *Conn) rawWriteFD(fd uintptr) bool {
-	for c.wn < len(c.wp) {
-		m, errno := rawio.Write(fd, c.wp[c.wn:])
-		var err error
-		if errno != 0 {
-			err = errno
-		}
-		if m > 0 {
-			c.wn += m
-		}
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			c.wres = err
-			return true
-		case m == 0:
-			c.wres = io.ErrUnexpectedEOF
-			return true
-		}
-	}
+	c.wn, c.wres = rawio.WriteSome(fd, c.wp)
 	return true
 }
 

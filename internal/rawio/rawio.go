@@ -62,9 +62,6 @@ func Wrap(c net.Conn) net.Conn {
 // SyscallConn gives raw access to the wrapped socket.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
-// Unwrap returns the wrapped connection.
-func (c *Conn) Unwrap() net.Conn { return c.Conn }
-
 // Read reads what the socket has, waiting in the netpoller (within the read
 // deadline) when it has nothing; 0 bytes from the socket is io.EOF.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -123,24 +120,36 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 func (c *Conn) writeFD(fd uintptr) bool {
-	for c.wn < len(c.wp) {
-		n, e := Write(fd, c.wp[c.wn:])
+	n, err := WriteSome(fd, c.wp[c.wn:])
+	c.wn += n
+	if err != nil {
+		c.wfail = c.opError("write", err)
+		return true
+	}
+	return c.wn == len(c.wp) // not yet: the socket is full, wait until it is not
+}
+
+// WriteSome writes p to fd, a non-blocking socket, until all of it is
+// written or the socket takes no more (EAGAIN, not an error); it never
+// waits.
+func WriteSome(fd uintptr, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, e := Write(fd, p[n:])
 		switch e {
 		case 0:
-			if n == 0 {
-				c.wfail = c.opError("write", io.ErrUnexpectedEOF)
-				return true
+			if m == 0 {
+				return n, io.ErrUnexpectedEOF
 			}
-			c.wn += n
+			n += m
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return n, nil
 		default:
-			c.wfail = c.opError("write", e)
-			return true
+			return n, e
 		}
 	}
-	return true
+	return n, nil
 }
 
 func (c *Conn) opError(op string, err error) error {

@@ -18,13 +18,18 @@ import (
 
 // pair returns a connected TCP pair over loopback: the dialed end wrapped,
 // and the accepted end as accepted by a wrapped listener.
-func pair(t testing.TB) (dialed, accepted net.Conn) {
+func pair(t testing.TB) (dialed, accepted net.Conn) { return pairOf(t, true) }
+
+// pairOf is pair with both ends plain net.Conns unless wrap.
+func pairOf(t testing.TB, wrap bool) (dialed, accepted net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln = rawio.Listener(ln)
+	if wrap {
+		ln = rawio.Listener(ln)
+	}
 	defer ln.Close()
 	type res struct {
 		c   net.Conn
@@ -44,6 +49,9 @@ func pair(t testing.TB) (dialed, accepted net.Conn) {
 		t.Fatal(r.err)
 	}
 	t.Cleanup(func() { d.Close(); r.c.Close() })
+	if !wrap {
+		return d, r.c
+	}
 	return rawio.Wrap(d), r.c
 }
 
@@ -57,9 +65,6 @@ func TestWrapTypes(t *testing.T) {
 	}
 	if rawio.Wrap(d) != d {
 		t.Fatal("wrapping twice made a second layer")
-	}
-	if _, ok := d.(*rawio.Conn).Unwrap().(*net.TCPConn); !ok {
-		t.Fatal("Unwrap does not give the TCP conn")
 	}
 	p1, p2 := net.Pipe()
 	defer p1.Close()
@@ -243,10 +248,7 @@ func BenchmarkPingPong(b *testing.B) {
 			name = "rawio"
 		}
 		b.Run(name, func(b *testing.B) {
-			d, a := pair(b)
-			if !wrap {
-				d, a = d.(*rawio.Conn).Unwrap(), a.(*rawio.Conn).Unwrap()
-			}
+			d, a := pairOf(b, wrap)
 			go func() {
 				buf := make([]byte, 1)
 				for {
