@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	"github.com/switchyard-proxy/switchyard/config"
 	"github.com/switchyard-proxy/switchyard/filters/stats"
 	"github.com/switchyard-proxy/switchyard/internal/codepages"
+	"github.com/switchyard-proxy/switchyard/internal/procs"
 	"github.com/switchyard-proxy/switchyard/listeners"
 	"github.com/switchyard-proxy/switchyard/listeners/admin"
 )
@@ -143,6 +145,7 @@ func run(cfg *config.Config, stderr io.Writer, dropped []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rt := &listeners.Runtime{Logger: log, Version: Version, Stats: stats.NewRegistry("dapr_"), Shutdown: stop}
+	sizeProcs(ctx, rlog, cfg, rt.Stats)
 	rt.Health.SetAppReady(cfg.AppPort == 0)
 	drain := cfg.GracefulShutdown.D()
 	if drain <= 0 {
@@ -179,6 +182,30 @@ func run(cfg *config.Config, stderr io.Writer, dropped []string) int {
 	}
 	rlog.Info("stopped")
 	return 0
+}
+
+// sizeProcs sets the sidecar's P count: GOMAXPROCS from the environment
+// wins, then --procs; by default internal/procs starts on one P and adds
+// more while they stay busy. The gauge runtime_procs follows it.
+func sizeProcs(ctx context.Context, log *zap.Logger, cfg *config.Config, reg *stats.Registry) {
+	g := reg.Gauge("runtime_procs", "The number of Ps (Go's GOMAXPROCS) switchyard runs on now.").With()
+	defer func() { g.Set(int64(runtime.GOMAXPROCS(0))) }()
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	if cfg.Procs > 0 {
+		runtime.GOMAXPROCS(cfg.Procs)
+		return
+	}
+	pol := procs.Policy{Min: 1, Max: runtime.GOMAXPROCS(0)}
+	runtime.GOMAXPROCS(pol.Min)
+	if pol.Max <= pol.Min {
+		return
+	}
+	go procs.Run(ctx, pol, procs.Window, func(from, to int, cores float64) {
+		g.Set(int64(to))
+		log.Debug("procs", zap.Int("from", from), zap.Int("to", to), zap.Float64("busy_cores", cores))
+	})
 }
 
 // waitForApp dials the app port until it accepts, then marks the sidecar ready.

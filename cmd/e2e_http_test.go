@@ -195,6 +195,9 @@ func TestHTTPInvoke(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "text/plain") {
 			t.Fatalf("metrics: %d %s", resp.StatusCode, b)
 		}
+		if os.Getenv("GOMAXPROCS") == "" && !strings.Contains(string(b), "\ndapr_runtime_procs 1\n") {
+			t.Fatalf("an idle sidecar should run on one P:\n%s", b)
+		}
 		resp, b = do(t, "GET", "http://127.0.0.1:"+strconv.Itoa(sc.admin)+"/ready", nil)
 		if resp.StatusCode != 200 || string(b) != "LIVE\n" {
 			t.Fatalf("admin ready: %d %s", resp.StatusCode, b)
@@ -224,6 +227,37 @@ func TestHTTPInvoke(t *testing.T) {
 			t.Fatal("did not exit after /v1.0/shutdown")
 		}
 	})
+}
+
+// TestProcs: --procs fixes the P count, and GOMAXPROCS from the
+// environment wins over it.
+func TestProcs(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, []string{"--procs", "3"}, "3"},
+		{[]string{"SWITCHYARD_PROCS=5"}, nil, "5"},
+		{[]string{"GOMAXPROCS=2"}, []string{"--procs", "3"}, "2"},
+	} {
+		sc := startSidecar(t, c.env, "procs", 0, c.args...)
+		waitReady(t, sc)
+		_, b := do(t, "GET", "http://127.0.0.1:"+strconv.Itoa(sc.metrics)+"/metrics", nil)
+		if !strings.Contains(string(b), "\ndapr_runtime_procs "+c.want+"\n") {
+			t.Errorf("env %v args %v: want dapr_runtime_procs %s:\n%s", c.env, c.args, c.want, b)
+		}
+		sc.Kill()
+	}
+	sc := startSidecar(t, nil, "procs", 0, "--procs", "-1")
+	select {
+	case <-sc.Done:
+		if sc.Err == nil || !strings.Contains(sc.Output(), "procs: must not be negative") {
+			t.Fatalf("--procs -1: exit %v\n%s", sc.Err, sc.Output())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("--procs -1 did not refuse to start")
+	}
 }
 
 // TestNotReadyUntilAppListens: healthz is 500 until the app port accepts.

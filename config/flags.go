@@ -108,6 +108,8 @@ var settings = []setting{
 			c.GRPCFrameProxy = &b
 			return err
 		}},
+	{key: "procs", flag: "procs", def: 0, usage: "Run on this many Ps (Go's GOMAXPROCS); 0: start on one and add more, up to the CPUs the process may use, while they stay busy (a GOMAXPROCS environment variable wins)",
+		set: func(c *Config, v any) (err error) { c.Procs, err = asInt(v); return }},
 	{key: "log_as_json", flag: "log-as-json", def: false, usage: "Write logs as JSON",
 		set: func(c *Config, v any) (err error) { c.LogAsJSON, err = asBool(v); return }},
 	{key: "dapr_http_max_request_size", flag: "dapr-http-max-request-size", def: 4, usage: "Max size of a request body, in MB",

@@ -68,6 +68,9 @@ type Config struct {
 	APIToken               string   `json:"api_token"`     // DAPR_API_TOKEN
 	AppAPIToken            string   `json:"app_api_token"` // APP_API_TOKEN
 	Mode                   string   `json:"mode"`          // standalone (the only mode supported)
+	// Procs is the number of Ps (GOMAXPROCS) the sidecar runs on; 0 starts
+	// on one and adds more while they stay busy (internal/procs).
+	Procs int `json:"procs"`
 	// InternalHTTP lets sidecar-to-sidecar invocations between switchyard
 	// sidecars use HTTP/1.1 on the internal port instead of gRPC (nil: on).
 	InternalHTTP *bool `json:"internal_http"`

@@ -120,6 +120,9 @@ func (c *Config) validateSettings(p *problems) {
 	if c.PeerKeepalive != nil && *c.PeerKeepalive < 0 {
 		p.add(c.where("peer_keepalive"), "peer_keepalive", "must not be negative")
 	}
+	if c.Procs < 0 {
+		p.add(c.where("procs"), "procs", "must not be negative (0: as many as the load needs)")
+	}
 	if c.AppPipelineStall < 0 {
 		p.add(c.where("app_pipeline_stall_after"), "app_pipeline_stall_after", "must not be negative")
 	}
