@@ -197,12 +197,7 @@ func sizeProcs(ctx context.Context, log *zap.Logger, cfg *config.Config, reg *st
 		runtime.GOMAXPROCS(cfg.Procs)
 		return
 	}
-	pol := procs.Policy{Min: 1, Max: runtime.GOMAXPROCS(0)}
-	runtime.GOMAXPROCS(pol.Min)
-	if pol.Max <= pol.Min {
-		return
-	}
-	go procs.Run(ctx, pol, procs.Window, func(from, to int, cores float64) {
+	procs.Start(ctx, procs.Policy{Min: 1, Max: runtime.GOMAXPROCS(0)}, procs.Window, func(from, to int, cores float64) {
 		g.Set(int64(to))
 		log.Debug("procs", zap.Int("from", from), zap.Int("to", to), zap.Float64("busy_cores", cores))
 	})

@@ -1,7 +1,7 @@
 // Package procs sizes the Go scheduler to the sidecar's load. A proxy hands
 // each request between goroutines (a connection's reader, a worker, a
-// writer) and, with a P idle, every hand-off wakes another thread that
-// mostly finds nothing to do. On one P the hand-off stays on the thread that
+// writer) and, with a P idle, the runtime wakes another thread to look for
+// work at a hand-off. On one P the hand-off stays on the thread that
 // made it. So the sidecar starts on one P and takes more, up to what Go would
 // give it (the CPUs, or the cgroup's CPU limit), while the ones it has stay
 // busy, and gives them back when the load falls.
@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Tuning of Run.
+// Tuning of Start.
 const (
 	// Window is how often the load is measured.
 	Window = 500 * time.Millisecond
@@ -68,15 +68,18 @@ func CPUTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// Run sets GOMAXPROCS to pol.Min and adjusts it every window until ctx
-// ends; changed, when set, hears of each change. It returns at once when
-// pol.Max is not above pol.Min.
-func Run(ctx context.Context, pol Policy, window time.Duration, changed func(from, to int, cores float64)) {
-	n := pol.Min
-	runtime.GOMAXPROCS(n)
-	if pol.Max <= pol.Min {
-		return
+// Start sets GOMAXPROCS to pol.Min and, when pol.Max is above it, adjusts
+// it every window on a goroutine of its own until ctx ends; changed, when
+// set, hears of each change.
+func Start(ctx context.Context, pol Policy, window time.Duration, changed func(from, to int, cores float64)) {
+	runtime.GOMAXPROCS(pol.Min)
+	if pol.Max > pol.Min {
+		go run(ctx, pol, window, changed)
 	}
+}
+
+func run(ctx context.Context, pol Policy, window time.Duration, changed func(from, to int, cores float64)) {
+	n := pol.Min
 	t := time.NewTicker(window)
 	defer t.Stop()
 	last, lastCPU := time.Now(), CPUTime()
@@ -86,11 +89,7 @@ func Run(ctx context.Context, pol Policy, window time.Duration, changed func(fro
 			return
 		case now := <-t.C:
 			cpu := CPUTime()
-			wall := now.Sub(last)
-			if wall <= 0 {
-				continue
-			}
-			cores := float64(cpu-lastCPU) / float64(wall)
+			cores := float64(cpu-lastCPU) / float64(now.Sub(last))
 			last, lastCPU = now, cpu
 			if m := pol.Next(n, cores); m != n {
 				runtime.GOMAXPROCS(m)
