@@ -14,12 +14,24 @@ import (
 )
 
 // pipeClient pipelines HTTP/1.1 requests to one address over up to n
-// connections. A caller serializes its request into the connection's write
-// buffer itself; the caller that finds the buffer empty yields once and
-// then writes everything queued meanwhile in one write, so requests that
-// arrive together leave together. One reader per connection reads the
+// connections, in batches. A caller serializes its request into the
+// connection's write buffer itself. A connection has at most one batch on
+// the wire: the caller that finds it with nothing on the wire yields once
+// and then writes everything queued meanwhile in one write, and requests
+// queued while a batch is on the wire are written together by the reader
+// when the last answer of that batch is read. So the requests that can be
+// held up by a slow answer are the ones written in its batch, and the
+// ones queued behind it (which leave for another connection when they
+// have waited stallAfter unsent). One reader per connection reads the
 // answers in order and hands each to its caller: a request crosses one
 // goroutine, the reader, on its way back.
+//
+// A request joins a busy connection only while the app answers its
+// pipelined requests quickly: the connection's calls times the app's time
+// per answer on it (a moving average of each batch's time over its size)
+// must stay within joinBudget. Otherwise it goes around (a keep-alive
+// connection of its own, as without pipelining), so that an app that
+// spends real time on each request keeps its concurrency.
 type pipeClient struct {
 	addr string
 	dial func(string) (net.Conn, error)
@@ -27,6 +39,11 @@ type pipeClient struct {
 	// answer waited on for stallAfter with nothing answered meanwhile.
 	around     doer
 	stallAfter time.Duration
+
+	// joinBudget (ns, half of stallAfter) bounds the wait a request may
+	// take on by joining a busy connection: the calls queued there times
+	// the app's time per answer on it.
+	joinBudget int64
 
 	rr     atomic.Uint32
 	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
@@ -59,12 +76,16 @@ func newPipeClient(addr string, n int, dial func(string) (net.Conn, error), arou
 	if around == nil {
 		stallAfter = 0
 	}
-	return &pipeClient{addr: addr, dial: dial, around: around, stallAfter: stallAfter,
+	return &pipeClient{addr: addr, dial: dial, around: around, stallAfter: stallAfter, joinBudget: int64(stallAfter / 2),
 		slots: make([]atomic.Pointer[pipeConn], n), dialMu: make([]sync.Mutex, n)}
 }
 
 // errPipesStalled sends a request around the pipelined connections.
-var errPipesStalled = errors.New("every pipelined connection is waiting on a slow answer")
+var errPipesStalled = errors.New("every pipelined connection is busy or waiting on a slow answer")
+
+// pipeSvcStart is the time per answer a new connection assumes until the
+// app's answers on it tell.
+const pipeSvcStart = 100 * time.Microsecond
 
 // pipeCall is a request waiting for its answer.
 type pipeCall struct {
@@ -75,6 +96,17 @@ type pipeCall struct {
 	state atomic.Int32
 	done  chan error
 	timer *time.Timer
+	seq   uint64 // its place among the calls queued on its connection
+}
+
+// arm starts the call's timer.
+func (c *pipeCall) arm(d time.Duration) *time.Timer {
+	if c.timer == nil {
+		c.timer = time.NewTimer(d)
+	} else {
+		c.timer.Reset(d)
+	}
+	return c.timer
 }
 
 var pipeCallPool = sync.Pool{New: func() any { return &pipeCall{done: make(chan error, 1)} }}
@@ -94,21 +126,26 @@ type pipeConn struct {
 
 	mu      sync.Mutex
 	buf     []byte      // requests not yet written
-	pending bool        // a caller is about to write buf
-	queue   []*pipeCall // sent or about to be: the next answer is queue[head]
+	pending bool        // a flusher is about to write buf
+	queue   []*pipeCall // queue[head:]: the batch on the wire, then the calls in buf
 	head    int
 	err     error // set once: the connection is done
-	// answered counts the answers read; idleSince is its value when the
-	// queue last went from empty to not. A failure with no answer read
-	// since then is the app closing an idle connection, the requests on it
-	// unread.
-	answered  int
-	idleSince int
-	// waiting is how many calls wait for answers, progress (unix nanos)
-	// when the last answer was read or the queue last became busy: read
-	// without mu to tell a stalled connection.
+	// enq, sent and answered count the calls queued, written and answered:
+	// sent-answered are on the wire, enq-sent wait in buf. idleSince is
+	// answered when the queue last went from empty to not; a failure with
+	// no answer read since then is the app closing an idle connection, the
+	// requests on it unread.
+	enq, sent, answered uint64
+	idleSince           uint64
+	batchAt             int64  // unix nanos: when the batch on the wire was written
+	batchN              uint64 // how many calls it carries
+	// waiting is how many calls are queued, progress (unix nanos) when the
+	// last answer was read or the queue last became busy, svc the app's
+	// mean time per answer (ns, a moving average over the answers, written
+	// by the reader): read without mu to pick a connection.
 	waiting  atomic.Int32
 	progress atomic.Int64
+	svc      atomic.Int64
 
 	wmu        sync.Mutex
 	spare      []byte
@@ -125,6 +162,10 @@ func (cl *pipeClient) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
 	body := req.Body()
 	req.Header.SetContentLength(len(body))
+	var start time.Time
+	if timeout > 0 && cl.around != nil {
+		start = time.Now()
+	}
 	for attempt := 0; ; attempt++ {
 		pc, err := cl.conn()
 		if err == errPipesStalled {
@@ -137,30 +178,43 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 			return err
 		}
 		err = pc.do(req, body, resp, timeout)
-		// A request never sent (its connection had failed), or one the app
-		// did not read (queued behind a "Connection: close" answer, or on
-		// an idle connection the app closed) goes again on a fresh
-		// connection; after a close of an idle connection only an
-		// idempotent one, since that cannot be told apart from a crash
-		// with certainty.
+		// A request never sent (its connection had failed, or it waited
+		// unsent behind a slow answer), or one the app did not read (queued
+		// behind a "Connection: close" answer, or on an idle connection
+		// the app closed) goes again, around the pipelined connections
+		// when there is a way around; after a close of an idle connection
+		// only an idempotent one, since that cannot be told apart from a
+		// crash with certainty.
 		retry := errors.Is(err, errPipelineClosedByApp) || errors.Is(err, errPipeNotSent) ||
 			(errors.Is(err, errPipeIdleClosed) && isIdempotent(&req.Header))
 		if !retry || attempt == 2 {
 			return err
 		}
+		if cl.around != nil {
+			if timeout <= 0 {
+				return cl.around.Do(req, resp)
+			}
+			if timeout -= time.Since(start); timeout <= 0 {
+				return fasthttp.ErrTimeout
+			}
+			return cl.around.DoTimeout(req, resp, timeout)
+		}
 	}
 }
 
 // conn returns a live connection, dialing one when the slot it falls on
-// has none. A connection whose oldest call has waited stallAfter with no
-// answer read meanwhile (a slow answer holds up the ones behind it) is
-// passed over for the next; when every one is, errPipesStalled.
+// has none: an idle one if there is one, else a busy one the request may
+// join. With stallAfter set, a busy connection is joined only while its
+// calls times the app's time per answer stay within the join budget and
+// an answer was read (or the queue became busy) within stallAfter; when
+// none may be joined, errPipesStalled.
 func (cl *pipeClient) conn() (*pipeConn, error) {
 	if cl.closed.Load() {
 		return nil, fasthttp.ErrConnectionClosed
 	}
 	n := len(cl.slots)
 	i := int(cl.rr.Add(1)) % n
+	var join *pipeConn
 	var now int64
 	for k := range n {
 		j := (i + k) % n
@@ -168,15 +222,28 @@ func (cl *pipeClient) conn() (*pipeConn, error) {
 		if pc == nil {
 			return cl.dialSlot(j)
 		}
-		if cl.stallAfter <= 0 || pc.waiting.Load() == 0 {
+		w := int64(pc.waiting.Load())
+		if w == 0 {
 			return pc, nil
 		}
-		if now == 0 {
-			now = time.Now().UnixNano()
+		if join != nil {
+			continue
 		}
-		if time.Duration(now-pc.progress.Load()) < cl.stallAfter {
-			return pc, nil
+		if cl.stallAfter > 0 {
+			if w*pc.svc.Load() > cl.joinBudget {
+				continue
+			}
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
+			if time.Duration(now-pc.progress.Load()) >= cl.stallAfter {
+				continue
+			}
 		}
+		join = pc
+	}
+	if join != nil {
+		return join, nil
 	}
 	return nil, errPipesStalled
 }
@@ -194,6 +261,7 @@ func (cl *pipeClient) dialSlot(i int) (*pipeConn, error) {
 	}
 	pc := &pipeConn{cl: cl, slot: i, nc: nc, br: bufio.NewReaderSize(nc, 16384),
 		buf: make([]byte, 0, 4096), spare: make([]byte, 0, 4096)}
+	pc.svc.Store(int64(pipeSvcStart))
 	cl.slots[i].Store(pc)
 	go pc.readLoop()
 	if cl.closed.Load() {
@@ -259,16 +327,26 @@ func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Respon
 		clear(pc.queue[n:])
 		pc.queue, pc.head = pc.queue[:n], 0
 	}
+	call.seq = pc.enq
+	pc.enq++
 	pc.queue = append(pc.queue, call)
-	first := !pc.pending
-	pc.pending = true
+	// With nothing on the wire this caller writes; with a batch on the
+	// wire the reader writes this one with the next batch.
+	first, held := false, false
+	if !pc.pending {
+		if pc.sent == pc.answered {
+			first, pc.pending = true, true
+		} else {
+			held = true
+		}
+	}
 	pc.mu.Unlock()
 	if first {
 		// Requests made meanwhile by other goroutines join this write.
 		runtime.Gosched()
 		pc.flush()
 	}
-	return pc.wait(call, timeout)
+	return pc.wait(call, timeout, held)
 }
 
 // flush writes what is queued (batches leave in the order they were
@@ -279,6 +357,9 @@ func (pc *pipeConn) flush() {
 	out := pc.buf
 	pc.buf = pc.spare[:0]
 	pc.pending = false
+	pc.batchN = pc.enq - pc.sent
+	pc.sent = pc.enq
+	pc.batchAt = time.Now().UnixNano()
 	failed := pc.err != nil
 	pc.mu.Unlock()
 	var err error
@@ -302,17 +383,31 @@ func (pc *pipeConn) flush() {
 // writeStall is how long a write may wait for the app to read.
 const writeStall = 10 * time.Second
 
-func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
+// wait waits for the call's answer. A held call (queued behind the batch
+// on the wire) that is still unsent after stallAfter leaves the
+// connection, with every call queued behind that batch: they go again
+// elsewhere.
+func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration, held bool) error {
+	if stall := pc.cl.stallAfter; held && stall > 0 && (timeout <= 0 || timeout > stall) {
+		t := call.arm(stall)
+		select {
+		case err := <-call.done:
+			t.Stop()
+			call.recycle()
+			return err
+		case <-t.C:
+		}
+		pc.evictUnsent(call)
+		if timeout > 0 {
+			timeout -= stall
+		}
+	}
 	if timeout <= 0 {
 		err := <-call.done
 		call.recycle()
 		return err
 	}
-	if call.timer == nil {
-		call.timer = time.NewTimer(timeout)
-	} else {
-		call.timer.Reset(timeout)
-	}
+	call.arm(timeout)
 	select {
 	case err := <-call.done:
 		call.timer.Stop()
@@ -342,6 +437,37 @@ func (pc *pipeConn) wait(call *pipeCall, timeout time.Duration) error {
 	call.recycle()
 	return fasthttp.ErrTimeout
 }
+
+// evictUnsent takes the calls waiting in buf off the connection, unless
+// call was written meanwhile, and fails them as never sent: their callers
+// send them again elsewhere.
+func (pc *pipeConn) evictUnsent(call *pipeCall) {
+	pc.mu.Lock()
+	if pc.err != nil || call.seq < pc.sent {
+		pc.mu.Unlock()
+		return
+	}
+	k := int(pc.enq - pc.sent)
+	n := len(pc.queue)
+	calls := append([]*pipeCall(nil), pc.queue[n-k:]...)
+	clear(pc.queue[n-k:])
+	pc.queue = pc.queue[:n-k]
+	if pc.head == len(pc.queue) {
+		pc.queue, pc.head = pc.queue[:0], 0
+	}
+	pc.enq = pc.sent
+	pc.buf = pc.buf[:0]
+	pc.waiting.Add(int32(-k))
+	pc.mu.Unlock()
+	for _, c := range calls {
+		if c.state.CompareAndSwap(0, 1) {
+			c.done <- errPipeHeld
+		}
+	}
+}
+
+// errPipeHeld is a request that waited unsent behind a slow batch.
+var errPipeHeld = fmt.Errorf("%w: held behind a slow answer", errPipeNotSent)
 
 // stallGrace is how long an answer that has begun may go on past its
 // caller's timeout before its connection is closed.
@@ -391,6 +517,7 @@ func (pc *pipeConn) readLoop() {
 			resp.Reset()
 			scratchPool.Put(resp)
 		}
+		now := time.Now().UnixNano()
 		pc.mu.Lock()
 		if pc.head < len(pc.queue) && pc.queue[pc.head] == call { // else fail took the queue
 			pc.queue[pc.head] = nil
@@ -400,9 +527,23 @@ func (pc *pipeConn) readLoop() {
 			pc.waiting.Add(-1)
 		}
 		pc.answered++
+		var took int64 // the batch's time per answer, once it is all answered
+		if pc.sent == pc.answered && pc.batchN > 0 {
+			took = (now - pc.batchAt) / int64(pc.batchN)
+			pc.batchN = 0
+		}
+		// The batch is answered: the calls queued meanwhile leave now.
+		next := err == nil && !closeAfter && pc.err == nil && !pc.pending &&
+			pc.sent == pc.answered && pc.enq > pc.sent
+		pc.pending = pc.pending || next
 		pc.mu.Unlock()
-		if pc.cl.stallAfter > 0 {
-			pc.progress.Store(time.Now().UnixNano())
+		if took > 0 {
+			svc := pc.svc.Load()
+			pc.svc.Store(svc + (took-svc)/4)
+		}
+		pc.progress.Store(now)
+		if next {
+			pc.flush()
 		}
 		if owned {
 			call.done <- err
@@ -436,13 +577,18 @@ func (pc *pipeConn) fail(err error) {
 	}
 	pc.err = err
 	calls := pc.queue[pc.head:]
+	unsent := len(calls) - int(pc.enq-pc.sent) // calls[unsent:] were never written
 	pc.queue, pc.head = nil, 0
 	pc.waiting.Store(0)
 	pc.mu.Unlock()
 	pc.cl.drop(pc)
 	_ = pc.nc.Close()
-	for _, call := range calls {
+	for i, call := range calls {
 		if call.state.CompareAndSwap(0, 1) {
+			if i >= unsent {
+				call.done <- fmt.Errorf("%w: %v", errPipeNotSent, err)
+				continue
+			}
 			call.done <- err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -123,16 +124,14 @@ func readReq(br *bufio.Reader) (*http.Request, error) {
 // that says "Connection: close" is not read by the app; it goes again on a
 // new connection and is answered there (a POST too: it was never read).
 func TestPipeResendAfterConnectionClose(t *testing.T) {
-	gotFirst := make(chan struct{})
+	gotFirst, queued := make(chan struct{}), make(chan struct{})
 	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, i int) {
 		if i == 0 {
 			if _, err := readReq(br); err != nil {
 				return
 			}
 			close(gotFirst)
-			if _, err := readReq(br); err != nil { // the second, pipelined
-				return
-			}
+			<-queued // the second request waits on this connection
 			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst"))
 			return
 		}
@@ -166,6 +165,8 @@ func TestPipeResendAfterConnectionClose(t *testing.T) {
 		t.Fatal("the app never got the first request")
 	}
 	second := call("POST", "/two")
+	waitFor(t, "the second request queued on the connection", func() bool { return cl.slots[0].Load().waiting.Load() == 2 })
+	close(queued)
 	if r := <-first; r.err != nil || r.body != "first" {
 		t.Fatalf("first: %q %v", r.body, r.err)
 	}
@@ -174,6 +175,82 @@ func TestPipeResendAfterConnectionClose(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+// waitFor polls cond every millisecond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestPipeBatchesBehindConnectionClose: the app answers every third
+// request on a connection with "Connection: close" and reads nothing
+// more. Of 64 POSTs sent at once, batched, the ones written or queued
+// behind such an answer go again on new connections: every caller gets
+// its own answer, and the app acts on each request exactly once (one
+// that came back once goes around, on a connection of its own).
+func TestPipeBatchesBehindConnectionClose(t *testing.T) {
+	var mu sync.Mutex
+	acted := map[string]int{}
+	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, _ int) {
+		for n := 1; ; n++ {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			acted[string(body)]++
+			mu.Unlock()
+			if n%3 == 0 {
+				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+				return
+			}
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	cl := newPipeClient(addr, 1, plainDial, &fasthttp.HostClient{Addr: addr, Dial: plainDial}, time.Second)
+	t.Cleanup(cl.Close)
+	const n = 64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := fmt.Sprint("call-", i)
+			resp := fasthttp.AcquireResponse()
+			<-start
+			err := cl.DoTimeout(pipeRequest("POST", "/m", want), resp, 5*time.Second)
+			if err == nil && string(resp.Body()) != want {
+				err = fmt.Errorf("call %d got %q", i, resp.Body())
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if k := acted[fmt.Sprint("call-", i)]; k != 1 {
+			t.Errorf("the app acted on call-%d %d times", i, k)
+		}
+	}
+	if c := conns.Load(); c < n/3 {
+		t.Errorf("%d connections for %d requests closed every third: the closes were not seen", c, n)
 	}
 }
 
@@ -409,6 +486,63 @@ func TestPipeStallGoesAround(t *testing.T) {
 	}
 	if from["/after"] != from["/slow"] {
 		t.Fatalf("after the slow answer a call went on %s, not the pipelined connection %s", from["/after"], from["/slow"])
+	}
+}
+
+// TestPipeSlowAppKeepsConcurrency: an app that spends milliseconds on each
+// request gets concurrent requests side by side, on connections of their
+// own, not queued behind each other on the pipelined connection: one call
+// waiting there times the app's time per answer is past the join budget.
+func TestPipeSlowAppKeepsConcurrency(t *testing.T) {
+	var inside, most atomic.Int32
+	a := startApp(t, func(ctx *fasthttp.RequestCtx, _ int32) {
+		k := inside.Add(1)
+		for m := most.Load(); k > m && !most.CompareAndSwap(m, k); m = most.Load() {
+		}
+		time.Sleep(5 * time.Millisecond) // the app's work, not synchronisation
+		inside.Add(-1)
+		ctx.SetBodyString("ok")
+	})
+	cl := newPipeClient(a.addr, 1, plainDial, &fasthttp.HostClient{Addr: a.addr, Dial: plainDial}, DefaultPipelineStall)
+	t.Cleanup(cl.Close)
+	call := func() error {
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		if err := cl.DoTimeout(pipeRequest("GET", "/m", ""), resp, 5*time.Second); err != nil {
+			return err
+		}
+		if string(resp.Body()) != "ok" {
+			return fmt.Errorf("body %q", resp.Body())
+		}
+		return nil
+	}
+	for range 3 { // the connection learns the app's pace
+		if err := call(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 16
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := call(); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if m := most.Load(); m < n/2 {
+		t.Errorf("at most %d of %d concurrent requests were in the app at once: they queued on the pipelined connection", m, n)
 	}
 }
 
