@@ -182,11 +182,12 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 		// unsent behind a slow answer), or one the app did not read (queued
 		// behind a "Connection: close" answer, or on an idle connection
 		// the app closed) goes again, around the pipelined connections
-		// when there is a way around; after a close of an idle connection
-		// only an idempotent one, since that cannot be told apart from a
-		// crash with certainty.
+		// when there is a way around. One written on a connection that
+		// failed before any of its answer came (the app closing an idle
+		// connection, or a connection that broke) goes again only if it is
+		// idempotent (RFC 9112 9.3.1): the app may have acted on it.
 		retry := errors.Is(err, errPipelineClosedByApp) || errors.Is(err, errPipeNotSent) ||
-			(errors.Is(err, errPipeIdleClosed) && isIdempotent(&req.Header))
+			(errors.Is(err, errPipeUnanswered) && isIdempotent(&req.Header))
 		if !retry || attempt == 2 {
 			return err
 		}
@@ -584,15 +585,20 @@ func (pc *pipeConn) fail(err error) {
 	pc.cl.drop(pc)
 	_ = pc.nc.Close()
 	for i, call := range calls {
-		if call.state.CompareAndSwap(0, 1) {
-			if i >= unsent {
-				call.done <- fmt.Errorf("%w: %v", errPipeNotSent, err)
-				continue
-			}
-			call.done <- err
+		if !call.state.CompareAndSwap(0, 1) {
+			continue // its answer is being read: the reader tells it
+		}
+		if i >= unsent {
+			call.done <- fmt.Errorf("%w: %w", errPipeNotSent, err)
+		} else {
+			call.done <- fmt.Errorf("%w: %w", errPipeUnanswered, err)
 		}
 	}
 }
+
+// errPipeUnanswered is a request written on a connection that failed
+// before any of its answer was read: the app may have acted on it.
+var errPipeUnanswered = errors.New("no answer came before the connection to the app failed")
 
 // isIdempotent reports whether a request may be sent twice (RFC 9110 9.2.2).
 func isIdempotent(h *fasthttp.RequestHeader) bool {

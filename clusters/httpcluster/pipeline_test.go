@@ -302,6 +302,72 @@ func TestPipeIdleCloseRetriesIdempotentOnly(t *testing.T) {
 	}
 }
 
+// TestPipeBrokenBatchRetriesIdempotentOnly: two requests leave in one
+// batch; the app answers the first and closes the connection without
+// saying so. The second, which the app may have acted on, goes again only
+// if its verb is idempotent.
+func TestPipeBrokenBatchRetriesIdempotentOnly(t *testing.T) {
+	for _, tc := range []struct {
+		verb    string
+		wantErr bool
+	}{{"GET", false}, {"POST", true}} {
+		t.Run(tc.verb, func(t *testing.T) {
+			var requests atomic.Int32
+			addr, _ := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, i int) {
+				for n := 0; ; n++ {
+					if _, err := readReq(br); err != nil {
+						return
+					}
+					requests.Add(1)
+					if i == 0 && n == 1 {
+						return // read, then closed unanswered
+					}
+					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				}
+			})
+			cl := newPipeClient(addr, 1, plainDial, nil, 0)
+			t.Cleanup(cl.Close)
+			pc, err := cl.conn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A flush is pending: both calls join it (as calls that arrive
+			// while its caller yields do), and the test writes the batch.
+			pc.mu.Lock()
+			pc.pending = true
+			pc.mu.Unlock()
+			res := make([]chan error, 2)
+			for k, verb := range []string{"GET", tc.verb} {
+				res[k] = make(chan error, 1)
+				go func() {
+					resp := fasthttp.AcquireResponse()
+					err := cl.DoTimeout(pipeRequest(verb, "/m", "x"), resp, 5*time.Second)
+					if err == nil && string(resp.Body()) != "ok" {
+						err = fmt.Errorf("body %q", resp.Body())
+					}
+					res[k] <- err
+				}()
+				waitFor(t, "the call queued", func() bool { return pc.waiting.Load() == int32(k+1) })
+			}
+			pc.flush()
+			if err := <-res[0]; err != nil {
+				t.Fatalf("first: %v", err)
+			}
+			err = <-res[1]
+			if tc.wantErr {
+				if !errors.Is(err, errPipeUnanswered) {
+					t.Fatalf("second: %v, want errPipeUnanswered", err)
+				}
+				if n := requests.Load(); n != 2 {
+					t.Errorf("the app read %d requests, want 2 (the POST not sent again)", n)
+				}
+			} else if err != nil {
+				t.Fatalf("second: %v, want it sent again and answered", err)
+			}
+		})
+	}
+}
+
 // TestPipeTimeoutKeepsOrder: a request that timed out is still answered on
 // its connection later; that answer is dropped (the caller's response is
 // its own again) and the next request gets its own answer.
