@@ -141,8 +141,8 @@ type pipeConn struct {
 	batchN              uint64 // how many calls it carries
 	// waiting is how many calls are queued, progress (unix nanos) when the
 	// last answer was read or the queue last became busy, svc the app's
-	// mean time per answer (ns, a moving average over the answers, written
-	// by the reader): read without mu to pick a connection.
+	// time per answer (ns: a moving average of each batch's time over its
+	// size, written by the reader): read without mu to pick a connection.
 	waiting  atomic.Int32
 	progress atomic.Int64
 	svc      atomic.Int64
@@ -496,7 +496,7 @@ func (pc *pipeConn) readLoop() {
 			return
 		}
 		pc.mu.Lock()
-		if len(pc.queue) == pc.head {
+		if pc.sent == pc.answered { // nothing on the wire
 			pc.mu.Unlock()
 			pc.fail(errors.New("the app sent an answer to no request"))
 			return
@@ -586,7 +586,7 @@ func (pc *pipeConn) fail(err error) {
 	_ = pc.nc.Close()
 	for i, call := range calls {
 		if !call.state.CompareAndSwap(0, 1) {
-			continue // its answer is being read: the reader tells it
+			continue // the reader is reading its answer, or its caller gave up
 		}
 		if i >= unsent {
 			call.done <- fmt.Errorf("%w: %w", errPipeNotSent, err)
