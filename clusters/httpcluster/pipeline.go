@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -44,6 +45,9 @@ type pipeClient struct {
 	// take on by joining a busy connection: the calls queued there times
 	// the app's time per answer on it.
 	joinBudget int64
+
+	// offUntil (unix nanos): until then requests go around; see backOff.
+	offUntil atomic.Int64
 
 	rr     atomic.Uint32
 	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
@@ -213,6 +217,9 @@ func (cl *pipeClient) conn() (*pipeConn, error) {
 	if cl.closed.Load() {
 		return nil, fasthttp.ErrConnectionClosed
 	}
+	if off := cl.offUntil.Load(); off != 0 && time.Now().UnixNano() < off {
+		return nil, errPipesStalled
+	}
 	n := len(cl.slots)
 	i := int(cl.rr.Add(1)) % n
 	var join *pipeConn
@@ -250,8 +257,14 @@ func (cl *pipeClient) conn() (*pipeConn, error) {
 }
 
 // dialSlot dials slot i's connection (unless another caller just did).
+// With a way around, a caller that finds the slot being dialed goes
+// around rather than wait for the dial.
 func (cl *pipeClient) dialSlot(i int) (*pipeConn, error) {
-	cl.dialMu[i].Lock()
+	if cl.around == nil {
+		cl.dialMu[i].Lock()
+	} else if !cl.dialMu[i].TryLock() {
+		return nil, errPipesStalled
+	}
 	defer cl.dialMu[i].Unlock()
 	if pc := cl.slots[i].Load(); pc != nil {
 		return pc, nil // dialed by the caller we waited for
@@ -271,6 +284,27 @@ func (cl *pipeClient) dialSlot(i int) (*pipeConn, error) {
 		return nil, fasthttp.ErrConnectionClosed
 	}
 	return pc, nil
+}
+
+// pipeMinAnswers and pipeBackoff: an app that closes a pipelined
+// connection after fewer answers than pipeMinAnswers (an HTTP/1.0 server,
+// or one that closes every connection after its answer) gains nothing from
+// pipelining, and each of its requests would wait for a dial: requests go
+// around for pipeBackoff, then try the pipeline again.
+const (
+	pipeMinAnswers = 4
+	pipeBackoff    = 10 * time.Second
+)
+
+// backOff sends requests around for pipeBackoff when the app closed pc
+// after fewer than pipeMinAnswers answers.
+func (cl *pipeClient) backOff(pc *pipeConn) {
+	pc.mu.Lock()
+	few := pc.answered < pipeMinAnswers
+	pc.mu.Unlock()
+	if few && cl.around != nil {
+		cl.offUntil.Store(time.Now().Add(pipeBackoff).UnixNano())
+	}
 }
 
 // drop empties pc's slot (if pc still holds it).
@@ -492,6 +526,9 @@ func (pc *pipeConn) readLoop() {
 			if idle {
 				err = fmt.Errorf("%w (%v)", errPipeIdleClosed, err)
 			}
+			if errors.Is(err, io.EOF) {
+				pc.cl.backOff(pc)
+			}
 			pc.fail(err)
 			return
 		}
@@ -554,6 +591,7 @@ func (pc *pipeConn) readLoop() {
 			return
 		}
 		if closeAfter {
+			pc.cl.backOff(pc)
 			pc.fail(errPipelineClosedByApp)
 			return
 		}

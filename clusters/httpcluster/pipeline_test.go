@@ -52,6 +52,19 @@ func TestPipeBatches(t *testing.T) {
 	}, nil, 0)
 	t.Cleanup(cl.Close)
 	const n = 64
+	postAtOnce(t, cl, n)
+	if w := writes.Load(); w >= n {
+		t.Errorf("%d requests took %d writes: not batched", n, w)
+	}
+	if o := a.opened.Load(); o != 1 {
+		t.Errorf("%d connections opened, want 1", o)
+	}
+}
+
+// postAtOnce sends n POSTs with bodies call-0 .. call-<n-1> at once and
+// fails the test for each that is not answered with its own body.
+func postAtOnce(t *testing.T, cl *pipeClient, n int) {
+	t.Helper()
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -59,11 +72,11 @@ func TestPipeBatches(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req := pipeRequest("POST", "/m", fmt.Sprint("call-", i))
+			want := fmt.Sprint("call-", i)
 			resp := fasthttp.AcquireResponse()
 			<-start
-			err := cl.DoTimeout(req, resp, 5*time.Second)
-			if err == nil && string(resp.Body()) != fmt.Sprint("call-", i) {
+			err := cl.DoTimeout(pipeRequest("POST", "/m", want), resp, 5*time.Second)
+			if err == nil && string(resp.Body()) != want {
 				err = fmt.Errorf("call %d got %q", i, resp.Body())
 			}
 			if err != nil {
@@ -76,12 +89,6 @@ func TestPipeBatches(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-	if w := writes.Load(); w >= n {
-		t.Errorf("%d requests took %d writes: not batched", n, w)
-	}
-	if o := a.opened.Load(); o != 1 {
-		t.Errorf("%d connections opened, want 1", o)
 	}
 }
 
@@ -217,31 +224,7 @@ func TestPipeBatchesBehindConnectionClose(t *testing.T) {
 	cl := newPipeClient(addr, 1, plainDial, &fasthttp.HostClient{Addr: addr, Dial: plainDial}, time.Second)
 	t.Cleanup(cl.Close)
 	const n = 64
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			want := fmt.Sprint("call-", i)
-			resp := fasthttp.AcquireResponse()
-			<-start
-			err := cl.DoTimeout(pipeRequest("POST", "/m", want), resp, 5*time.Second)
-			if err == nil && string(resp.Body()) != want {
-				err = fmt.Errorf("call %d got %q", i, resp.Body())
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	postAtOnce(t, cl, n)
 	mu.Lock()
 	defer mu.Unlock()
 	for i := range n {
@@ -552,6 +535,46 @@ func TestPipeStallGoesAround(t *testing.T) {
 	}
 	if from["/after"] != from["/slow"] {
 		t.Fatalf("after the slow answer a call went on %s, not the pipelined connection %s", from["/after"], from["/slow"])
+	}
+}
+
+// TestPipeHTTP10AppGoesAround: an app that answers in HTTP/1.0 and closes
+// every connection after its answer gains nothing from pipelining: once it
+// closed a pipelined connection after one answer, requests go around on
+// connections of their own, and every one is answered.
+func TestPipeHTTP10AppGoesAround(t *testing.T) {
+	var mu sync.Mutex
+	acted := map[string]int{}
+	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, _ int) {
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		acted[string(body)]++
+		mu.Unlock()
+		_, _ = fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	})
+	cl := newPipeClient(addr, 2, plainDial, &fasthttp.HostClient{Addr: addr, Dial: plainDial}, DefaultPipelineStall)
+	t.Cleanup(cl.Close)
+	const n = 64
+	postAtOnce(t, cl, n)
+	if cl.offUntil.Load() == 0 {
+		t.Error("the pipeline was not left after the app closed its connection after one answer")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if k := acted[fmt.Sprint("call-", i)]; k != 1 {
+			t.Errorf("the app acted on call-%d %d times", i, k)
+		}
+	}
+	if c := conns.Load(); c != n {
+		t.Errorf("%d connections for %d requests to an app that closes each after one answer", c, n)
+	}
+	if _, err := cl.conn(); !errors.Is(err, errPipesStalled) {
+		t.Errorf("after the close, conn() gave a pipelined connection (err %v); want requests sent around", err)
 	}
 }
 
