@@ -61,9 +61,9 @@ func TestPipeBatches(t *testing.T) {
 	}
 }
 
-// postAtOnce sends n POSTs with bodies call-0 .. call-<n-1> at once and
-// fails the test for each that is not answered with its own body.
-func postAtOnce(t *testing.T, cl *pipeClient, n int) {
+// atOnce runs call(0) .. call(n-1) in goroutines released together and
+// fails the test for each error.
+func atOnce(t *testing.T, n int, call func(i int) error) {
 	t.Helper()
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -72,14 +72,8 @@ func postAtOnce(t *testing.T, cl *pipeClient, n int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			want := fmt.Sprint("call-", i)
-			resp := fasthttp.AcquireResponse()
 			<-start
-			err := cl.DoTimeout(pipeRequest("POST", "/m", want), resp, 5*time.Second)
-			if err == nil && string(resp.Body()) != want {
-				err = fmt.Errorf("call %d got %q", i, resp.Body())
-			}
-			if err != nil {
+			if err := call(i); err != nil {
 				errs <- err
 			}
 		}()
@@ -89,6 +83,56 @@ func postAtOnce(t *testing.T, cl *pipeClient, n int) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// postAtOnce sends n POSTs with bodies call-0 .. call-<n-1> at once and
+// fails the test for each that is not answered with its own body.
+func postAtOnce(t *testing.T, cl *pipeClient, n int) {
+	t.Helper()
+	atOnce(t, n, func(i int) error {
+		want := fmt.Sprint("call-", i)
+		resp := fasthttp.AcquireResponse()
+		err := cl.DoTimeout(pipeRequest("POST", "/m", want), resp, 5*time.Second)
+		if err == nil && string(resp.Body()) != want {
+			err = fmt.Errorf("call %d got %q", i, resp.Body())
+		}
+		return err
+	})
+}
+
+// actLog counts the requests an app acted on, by body.
+type actLog struct {
+	mu     sync.Mutex
+	bodies map[string]int
+}
+
+// read reads one request and counts its body as acted on.
+func (a *actLog) read(br *bufio.Reader) ([]byte, error) {
+	r, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := io.ReadAll(r.Body)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.bodies == nil {
+		a.bodies = map[string]int{}
+	}
+	a.bodies[string(body)]++
+	return body, nil
+}
+
+// onceEach fails the test unless the app acted on each of the bodies
+// call-0 .. call-<n-1> exactly once.
+func (a *actLog) onceEach(t *testing.T, n int) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range n {
+		if k := a.bodies[fmt.Sprint("call-", i)]; k != 1 {
+			t.Errorf("the app acted on call-%d %d times", i, k)
+		}
 	}
 }
 
@@ -202,18 +246,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // its own answer, and the app acts on each request exactly once (one
 // that came back once goes around, on a connection of its own).
 func TestPipeBatchesBehindConnectionClose(t *testing.T) {
-	var mu sync.Mutex
-	acted := map[string]int{}
+	var acted actLog
 	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, _ int) {
 		for n := 1; ; n++ {
-			r, err := http.ReadRequest(br)
+			body, err := acted.read(br)
 			if err != nil {
 				return
 			}
-			body, _ := io.ReadAll(r.Body)
-			mu.Lock()
-			acted[string(body)]++
-			mu.Unlock()
 			if n%3 == 0 {
 				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 				return
@@ -225,13 +264,7 @@ func TestPipeBatchesBehindConnectionClose(t *testing.T) {
 	t.Cleanup(cl.Close)
 	const n = 64
 	postAtOnce(t, cl, n)
-	mu.Lock()
-	defer mu.Unlock()
-	for i := range n {
-		if k := acted[fmt.Sprint("call-", i)]; k != 1 {
-			t.Errorf("the app acted on call-%d %d times", i, k)
-		}
-	}
+	acted.onceEach(t, n)
 	if c := conns.Load(); c < n/3 {
 		t.Errorf("%d connections for %d requests closed every third: the closes were not seen", c, n)
 	}
@@ -543,17 +576,12 @@ func TestPipeStallGoesAround(t *testing.T) {
 // closed a pipelined connection after one answer, requests go around on
 // connections of their own, and every one is answered.
 func TestPipeHTTP10AppGoesAround(t *testing.T) {
-	var mu sync.Mutex
-	acted := map[string]int{}
+	var acted actLog
 	addr, conns := rawPipeApp(t, func(c net.Conn, br *bufio.Reader, _ int) {
-		r, err := http.ReadRequest(br)
+		body, err := acted.read(br)
 		if err != nil {
 			return
 		}
-		body, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		acted[string(body)]++
-		mu.Unlock()
 		_, _ = fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	})
 	cl := newPipeClient(addr, 2, plainDial, &fasthttp.HostClient{Addr: addr, Dial: plainDial}, DefaultPipelineStall)
@@ -563,13 +591,7 @@ func TestPipeHTTP10AppGoesAround(t *testing.T) {
 	if cl.offUntil.Load() == 0 {
 		t.Error("the pipeline was not left after the app closed its connection after one answer")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for i := range n {
-		if k := acted[fmt.Sprint("call-", i)]; k != 1 {
-			t.Errorf("the app acted on call-%d %d times", i, k)
-		}
-	}
+	acted.onceEach(t, n)
 	if c := conns.Load(); c != n {
 		t.Errorf("%d connections for %d requests to an app that closes each after one answer", c, n)
 	}
@@ -611,25 +633,7 @@ func TestPipeSlowAppKeepsConcurrency(t *testing.T) {
 		}
 	}
 	const n = 16
-	start := make(chan struct{})
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			if err := call(); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	atOnce(t, n, func(int) error { return call() })
 	if m := most.Load(); m < n/2 {
 		t.Errorf("at most %d of %d concurrent requests were in the app at once: they queued on the pipelined connection", m, n)
 	}
