@@ -87,7 +87,7 @@ func (httpKind) Build(c config.Cluster, env Env) (Cluster, error) {
 	return httpcluster.New(httpcluster.Options{
 		Name: c.Name, AppID: env.AppID, Endpoints: c.Endpoints, LBPolicy: c.LBPolicy,
 		MaxConcurrency: c.MaxConcurrency, MaxConns: c.MaxConns, PipelineConns: c.PipelineConns, PipelineStall: c.PipelineStall.D(),
-		ConnectTimeout: c.ConnectTimeout.D(), Timeout: c.Timeout.D(), AppAPIToken: env.AppAPIToken,
+		ConnectTimeout: c.ConnectTimeout.D(), Timeout: c.Timeout.D(), AppAPIToken: env.AppAPIToken, Stats: env.Stats,
 	})
 }
 

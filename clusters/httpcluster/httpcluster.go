@@ -21,6 +21,7 @@ import (
 
 	"github.com/switchyard-proxy/switchyard/clusters/internal/limit"
 	"github.com/switchyard-proxy/switchyard/filters"
+	"github.com/switchyard-proxy/switchyard/filters/stats"
 	"github.com/switchyard-proxy/switchyard/internal/grpcwire"
 	"github.com/switchyard-proxy/switchyard/internal/rawio"
 )
@@ -34,12 +35,12 @@ type Options struct {
 	MaxConcurrency int    // 0: unlimited (--app-max-concurrency)
 	MaxConns       int    // per endpoint; 0: 1024
 	// PipelineConns > 0 pipelines HTTP/1.1 requests over that many
-	// connections per endpoint: fewer syscalls for the proxy and the app,
-	// but a slow request delays the ones queued behind it on its connection.
+	// connections per endpoint, in batches, while the app answers them
+	// quickly (pipeClient): fewer syscalls for the proxy and the app.
 	PipelineConns int
-	// PipelineStall: a pipelined connection whose oldest answer has been
-	// waited on this long with none read meanwhile is passed over; a
-	// request that finds every one so goes on a connection of its own
+	// PipelineStall: a pipelined connection whose answer has been waited
+	// on this long with none read meanwhile is passed over, and a busy one
+	// is joined only while the wait there looks under half of it
 	// (0: DefaultPipelineStall).
 	PipelineStall  time.Duration
 	ConnectTimeout time.Duration
@@ -47,6 +48,9 @@ type Options struct {
 	AppAPIToken    string        // sent as dapr-api-token (APP_API_TOKEN)
 	// Eject is how long an endpoint that refused a connection is skipped (0: 5 s).
 	Eject time.Duration
+	// Stats, when set, counts what the pipelining client does
+	// (app_pipeline_requests_total, app_pipeline_backoffs_total).
+	Stats *stats.Registry
 }
 
 // doer is what both clients offer: fasthttp's HostClient and the
@@ -128,7 +132,11 @@ func New(o Options) (*Cluster, error) {
 			if stall <= 0 {
 				stall = DefaultPipelineStall
 			}
-			c.eps = append(c.eps, &endpoint{host: []byte(addr), client: newPipeClient(addr, o.PipelineConns, dial, hc, stall)})
+			pc := newPipeClient(addr, o.PipelineConns, dial, hc, stall)
+			if o.Stats != nil {
+				pc.countInto(o.Stats, o.AppID, o.Name)
+			}
+			c.eps = append(c.eps, &endpoint{host: []byte(addr), client: pc})
 			continue
 		}
 		c.eps = append(c.eps, &endpoint{host: []byte(addr), client: hc})

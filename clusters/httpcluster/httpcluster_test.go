@@ -2,11 +2,13 @@ package httpcluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/switchyard-proxy/switchyard/filters"
+	"github.com/switchyard-proxy/switchyard/filters/stats"
 )
 
 // seen is a copy of what the app received.
@@ -924,7 +927,8 @@ func TestLeastRequest(t *testing.T) {
 // answer.
 func TestPipelinedConcurrent(t *testing.T) {
 	a := startApp(t, nil)
-	c := newCluster(t, Options{Name: "app", Endpoints: []string{a.addr}, PipelineConns: 1})
+	reg := stats.NewRegistry("dapr_")
+	c := newCluster(t, Options{Name: "app", AppID: "orders", Endpoints: []string{a.addr}, PipelineConns: 1, Stats: reg})
 	// The pipelined connection is dialed first: callers that find it being
 	// dialed go around rather than wait.
 	if _, _, err := post(c, "first"); err != nil {
@@ -953,6 +957,13 @@ func TestPipelinedConcurrent(t *testing.T) {
 	}
 	if n := a.opened.Load(); n >= 33 {
 		t.Errorf("pipeline_connections 1 opened %d connections for 33 requests: none was pipelined", n)
+	}
+	var out bytes.Buffer
+	if err := reg.WritePrometheus(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^dapr_app_pipeline_requests_total\{app_id="orders",cluster="app",way="pipelined"\} [1-9]`).Match(out.Bytes()) {
+		t.Errorf("no pipelined requests counted on the metrics:\n%s", out.String())
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/switchyard-proxy/switchyard/filters/stats"
 )
 
 // pipeClient pipelines HTTP/1.1 requests to one address over up to n
@@ -48,6 +50,9 @@ type pipeClient struct {
 
 	// offUntil (unix nanos): until then requests go around; see backOff.
 	offUntil atomic.Int64
+
+	// nStats counts what the client does (nil: nothing).
+	nStats *pipeStats
 
 	rr     atomic.Uint32
 	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
@@ -90,6 +95,35 @@ var errPipesStalled = errors.New("every pipelined connection is busy or waiting 
 // pipeSvcStart is the time per answer a new connection assumes until the
 // app's answers on it tell.
 const pipeSvcStart = 100 * time.Microsecond
+
+// pipeStats are the client's counters.
+type pipeStats struct {
+	pipelined, around, backoffs *stats.Counter
+}
+
+// countInto counts the client's requests and back-offs in reg, labelled
+// with the app id and the cluster's name. Call it before the first request.
+func (cl *pipeClient) countInto(reg *stats.Registry, appID, cluster string) {
+	reqs := reg.Counter("app_pipeline_requests_total",
+		"Requests through the pipelining client to an HTTP app: way=pipelined when queued on a pipelined connection, way=around when sent on a connection of their own (one sent back from the pipeline and then around counts in both).",
+		"app_id", "cluster", "way")
+	backoffs := reg.Counter("app_pipeline_backoffs_total",
+		"Times the app closed a pipelined connection after fewer than four answers and requests went around for 10 s.",
+		"app_id", "cluster")
+	cl.nStats = &pipeStats{pipelined: reqs.With(appID, cluster, "pipelined"), around: reqs.With(appID, cluster, "around"),
+		backoffs: backoffs.With(appID, cluster)}
+}
+
+// sendAround sends req on a connection of its own (timeout 0: none).
+func (cl *pipeClient) sendAround(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	if cl.nStats != nil {
+		cl.nStats.around.Inc()
+	}
+	if timeout <= 0 {
+		return cl.around.Do(req, resp)
+	}
+	return cl.around.DoTimeout(req, resp, timeout)
+}
 
 // pipeCall is a request waiting for its answer.
 type pipeCall struct {
@@ -173,13 +207,13 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 	for attempt := 0; ; attempt++ {
 		pc, err := cl.conn()
 		if err == errPipesStalled {
-			if timeout <= 0 {
-				return cl.around.Do(req, resp)
-			}
-			return cl.around.DoTimeout(req, resp, timeout)
+			return cl.sendAround(req, resp, timeout)
 		}
 		if err != nil {
 			return err
+		}
+		if attempt == 0 && cl.nStats != nil {
+			cl.nStats.pipelined.Inc()
 		}
 		err = pc.do(req, body, resp, timeout)
 		// A request never sent (its connection had failed, or it waited
@@ -196,13 +230,12 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 			return err
 		}
 		if cl.around != nil {
-			if timeout <= 0 {
-				return cl.around.Do(req, resp)
+			if timeout > 0 {
+				if timeout -= time.Since(start); timeout <= 0 {
+					return fasthttp.ErrTimeout
+				}
 			}
-			if timeout -= time.Since(start); timeout <= 0 {
-				return fasthttp.ErrTimeout
-			}
-			return cl.around.DoTimeout(req, resp, timeout)
+			return cl.sendAround(req, resp, timeout)
 		}
 	}
 }
@@ -304,6 +337,9 @@ func (cl *pipeClient) backOff(pc *pipeConn) {
 	pc.mu.Unlock()
 	if few && cl.around != nil {
 		cl.offUntil.Store(time.Now().Add(pipeBackoff).UnixNano())
+		if cl.nStats != nil {
+			cl.nStats.backoffs.Inc()
+		}
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/switchyard-proxy/switchyard/filters/stats"
 )
 
 // countingConn counts the writes made on a connection.
@@ -585,11 +587,19 @@ func TestPipeHTTP10AppGoesAround(t *testing.T) {
 		_, _ = fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	})
 	cl := newPipeClient(addr, 2, plainDial, &fasthttp.HostClient{Addr: addr, Dial: plainDial}, DefaultPipelineStall)
+	reg := stats.NewRegistry("dapr_")
+	cl.countInto(reg, "orders", "app")
 	t.Cleanup(cl.Close)
 	const n = 64
 	postAtOnce(t, cl, n)
 	if cl.offUntil.Load() == 0 {
 		t.Error("the pipeline was not left after the app closed its connection after one answer")
+	}
+	if b := cl.nStats.backoffs.Value(); b == 0 {
+		t.Error("app_pipeline_backoffs_total did not count the back-off")
+	}
+	if a := cl.nStats.around.Value(); a == 0 {
+		t.Error("app_pipeline_requests_total{way=around} counted nothing")
 	}
 	acted.onceEach(t, n)
 	if c := conns.Load(); c != n {
