@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -197,6 +198,10 @@ func TestHTTPInvoke(t *testing.T) {
 		}
 		if os.Getenv("GOMAXPROCS") == "" && !strings.Contains(string(b), "\ndapr_runtime_procs 1\n") {
 			t.Fatalf("an idle sidecar should run on one P:\n%s", b)
+		}
+		// By default the app's requests go through the pipelining client.
+		if !regexp.MustCompile(`(?m)^dapr_app_pipeline_requests_total\{app_id="orders",cluster="app",way="pipelined"\} [1-9]`).Match(b) {
+			t.Fatalf("no request to the app counted as pipelined (pipelining is on by default):\n%s", b)
 		}
 		resp, b = do(t, "GET", "http://127.0.0.1:"+strconv.Itoa(sc.admin)+"/ready", nil)
 		if resp.StatusCode != 200 || string(b) != "LIVE\n" {
