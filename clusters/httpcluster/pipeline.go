@@ -51,8 +51,9 @@ type pipeClient struct {
 	// offUntil (unix nanos): until then requests go around; see backOff.
 	offUntil atomic.Int64
 
-	// nStats counts what the client does (nil: nothing).
-	nStats *pipeStats
+	// nStats counts what the client does (unregistered counters until
+	// countInto).
+	nStats pipeStats
 
 	rr     atomic.Uint32
 	slots  []atomic.Pointer[pipeConn] // nil: not dialed (or failed)
@@ -86,7 +87,8 @@ func newPipeClient(addr string, n int, dial func(string) (net.Conn, error), arou
 		stallAfter = 0
 	}
 	return &pipeClient{addr: addr, dial: dial, around: around, stallAfter: stallAfter, joinBudget: int64(stallAfter / 2),
-		slots: make([]atomic.Pointer[pipeConn], n), dialMu: make([]sync.Mutex, n)}
+		slots: make([]atomic.Pointer[pipeConn], n), dialMu: make([]sync.Mutex, n),
+		nStats: pipeStats{pipelined: new(stats.Counter), around: new(stats.Counter), backoffs: new(stats.Counter)}}
 }
 
 // errPipesStalled sends a request around the pipelined connections.
@@ -110,15 +112,13 @@ func (cl *pipeClient) countInto(reg *stats.Registry, appID, cluster string) {
 	backoffs := reg.Counter("app_pipeline_backoffs_total",
 		"Times the app closed a pipelined connection after fewer than four answers and requests went around for 10 s.",
 		"app_id", "cluster")
-	cl.nStats = &pipeStats{pipelined: reqs.With(appID, cluster, "pipelined"), around: reqs.With(appID, cluster, "around"),
+	cl.nStats = pipeStats{pipelined: reqs.With(appID, cluster, "pipelined"), around: reqs.With(appID, cluster, "around"),
 		backoffs: backoffs.With(appID, cluster)}
 }
 
 // sendAround sends req on a connection of its own (timeout 0: none).
 func (cl *pipeClient) sendAround(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
-	if cl.nStats != nil {
-		cl.nStats.around.Inc()
-	}
+	cl.nStats.around.Inc()
 	if timeout <= 0 {
 		return cl.around.Do(req, resp)
 	}
@@ -212,7 +212,7 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 		if err != nil {
 			return err
 		}
-		if attempt == 0 && cl.nStats != nil {
+		if attempt == 0 {
 			cl.nStats.pipelined.Inc()
 		}
 		err = pc.do(req, body, resp, timeout)
@@ -330,16 +330,12 @@ const (
 )
 
 // backOff sends requests around for pipeBackoff when the app closed pc
-// after fewer than pipeMinAnswers answers.
+// after fewer than pipeMinAnswers answers. Called by pc's reader, which
+// alone writes pc.answered.
 func (cl *pipeClient) backOff(pc *pipeConn) {
-	pc.mu.Lock()
-	few := pc.answered < pipeMinAnswers
-	pc.mu.Unlock()
-	if few && cl.around != nil {
+	if pc.answered < pipeMinAnswers && cl.around != nil {
 		cl.offUntil.Store(time.Now().Add(pipeBackoff).UnixNano())
-		if cl.nStats != nil {
-			cl.nStats.backoffs.Inc()
-		}
+		cl.nStats.backoffs.Inc()
 	}
 }
 
