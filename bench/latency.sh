@@ -3,7 +3,12 @@
 # loop): the echo app directly, through one sidecar, and through two
 # sidecars (client -> sidecar A -> internal port (the peer link) -> sidecar B -> app).
 #
-#   bench/latency.sh [-rate 1000] [-d 10s] [-r 3]
+#   bench/latency.sh [-rate 1000] [-d 10s] [-r 3] [-paired] [-samples FILE]
+#
+# -paired runs each target at the same time as the direct call (each at the
+# rate), so that what a target adds is counted against direct calls made in
+# the same moments; without it the targets take turns, and a second of a busy
+# host falls on one of them only. -samples writes every request's latency.
 #
 # SY_EXTRA_ARGS is appended to both sidecars' command lines (for example
 # --internal-http=false: the sidecars talk internal gRPC instead of the link);
@@ -13,11 +18,12 @@
 # and measures it in the same rounds (targets one-hop-b, two-hop-b): the way
 # to compare two builds on a machine whose latency moves from run to run.
 #
-# With nginx installed, the same one and two hops through nginx (1 worker
-# each, keep-alive upstreams) are measured too, for what a proxy adds on this
-# machine. Prints p50/p90/p99/max per target and what each adds at p50 and
-# p99 over the direct call, counted from the scheduled send time and from the
-# moment the request was sent (the sender's own lateness left out).
+# With nginx installed, the same one and two hops through nginx (two nginx
+# processes for two hops, 1 worker each, keep-alive upstreams) are measured
+# too, for what a proxy adds on this machine. Prints p50/p90/p99/max per
+# target and what each adds at p50 and p99 over the direct call, counted from
+# the scheduled send time and from the moment the request was sent (the
+# sender's own lateness left out).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d -t latency.XXXXXX)
@@ -84,36 +90,38 @@ fi
 NGINX=()
 if command -v nginx >/dev/null; then
 	N1=$((BASE + 30)) N2=$((BASE + 31))
-	mkdir -p "$WORK/nginx/tmp"
-	# nginx one hop on N1 (-> app), two hops on N2 (-> N1 -> app).
-	cat >"$WORK/nginx/nginx.conf" <<EOF
+	# nginx one hop on N1 (-> app); two hops on N2, a second nginx (-> N1 ->
+	# app): two processes, as two sidecars are. Each runs 1 worker and keeps
+	# its upstream connections alive.
+	nginx_hop() { # dir port upstream-port location-prefix proxy-pass-path
+		local d=$WORK/$1
+		mkdir -p "$d/tmp"
+		cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
     keepalive_requests 1000000;
-    upstream app { server 127.0.0.1:$APP; keepalive 64; }
-    upstream hop { server 127.0.0.1:$N1; keepalive 64; }
+    upstream up { server 127.0.0.1:$3; keepalive 64; }
     server {
-        listen 127.0.0.1:$N1;
-        location /v1.0/invoke/app/method/ { proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-    server {
-        listen 127.0.0.1:$N2;
-        location / { proxy_pass http://hop; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        listen 127.0.0.1:$2;
+        location $4 { proxy_pass http://up$5; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }
 }
 EOF
-	nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
-	PIDS+=($!)
+		nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
+		PIDS+=($!)
+	}
+	nginx_hop nginx1 "$N1" "$APP" /v1.0/invoke/app/method/ /
+	nginx_hop nginx2 "$N2" "$N1" / ""
 	for _ in $(seq 50); do
 		curl -sf -o /dev/null "http://127.0.0.1:$N2/v1.0/invoke/app/method/echo" && break
 		sleep 0.1

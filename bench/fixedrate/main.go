@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"math"
@@ -26,6 +27,7 @@ import (
 type target struct {
 	name, url string
 	lat       []time.Duration // from the scheduled send time
+	at        []time.Time     // the scheduled send time of each lat
 	svc       []time.Duration // from the moment the request was handed to the client
 	late      []time.Duration // how late the sender was: the sent moment minus the scheduled one
 	errors    int
@@ -36,6 +38,8 @@ func main() {
 	dur := flag.Duration("d", 10*time.Second, "duration of each run")
 	rounds := flag.Int("r", 3, "interleaved rounds")
 	warm := flag.Duration("warmup", 2*time.Second, "unrecorded load per target before the first round")
+	paired := flag.Bool("paired", false, "run each target at the same time as the first one (each at the rate), so that both meet the same moments of the machine; the first target's figures are kept per pairing")
+	samples := flag.String("samples", "", "write every recorded request to this file: target, scheduled send time (unix µs), latency (µs)")
 	flag.Parse()
 	if flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: fixedrate [-rate N] [-d D] [-r R] name=url ...")
@@ -54,9 +58,19 @@ func main() {
 	for _, t := range ts {
 		run(client, t, *rate, *warm, false)
 	}
+	if *paired {
+		pairedRounds(client, ts, *rate, *dur, *rounds, *samples)
+		return
+	}
 	for r := 0; r < *rounds; r++ {
 		for _, t := range ts {
 			run(client, t, *rate, *dur, true)
+		}
+	}
+	if *samples != "" {
+		if err := writeSamples(*samples, ts); err != nil {
+			fmt.Fprintln(os.Stderr, "fixedrate:", err)
+			os.Exit(1)
 		}
 	}
 	fmt.Printf("fixed rate %d req/s, %v x %d rounds per target (open loop)\n", *rate, *dur, *rounds)
@@ -64,6 +78,55 @@ func main() {
 	table("latency from the moment the request was sent", ts, func(t *target) []time.Duration { return t.svc })
 	for _, t := range ts {
 		fmt.Printf("%s: the sender was late by p50 %.3f ms, p99 %.3f ms\n", t.name, ms(pct(t.late, 0.5)), ms(pct(t.late, 0.99)))
+	}
+}
+
+// pairedRounds runs every target after the first one together with the first
+// one, round after round, and prints what each adds over the first one's
+// requests of the same moments. A machine whose latency moves from second to
+// second (a busy host under a virtual machine) then moves both alike.
+func pairedRounds(client *fasthttp.Client, ts []*target, rate int, d time.Duration, rounds int, samples string) {
+	base := make([]*target, len(ts))
+	for i, t := range ts[1:] {
+		base[i+1] = &target{name: ts[0].name + "/" + t.name, url: ts[0].url}
+	}
+	for r := 0; r < rounds; r++ {
+		for i, t := range ts[1:] {
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); run(client, base[i+1], rate, d, true) }()
+			go func() { defer wg.Done(); run(client, t, rate, d, true) }()
+			wg.Wait()
+		}
+	}
+	all := append([]*target(nil), ts[1:]...)
+	all = append(all, base[1:]...)
+	if samples != "" {
+		if err := writeSamples(samples, all); err != nil {
+			fmt.Fprintln(os.Stderr, "fixedrate:", err)
+			os.Exit(1)
+		}
+	}
+	fmt.Printf("fixed rate %d req/s per target, each target at the same time as %s, %v x %d rounds (open loop)\n", rate, ts[0].name, d, rounds)
+	for _, sel := range []struct {
+		title string
+		of    func(*target) []time.Duration
+	}{
+		{"latency from the scheduled send time", func(t *target) []time.Duration { return t.lat }},
+		{"latency from the moment the request was sent", func(t *target) []time.Duration { return t.svc }},
+	} {
+		fmt.Println(sel.title)
+		fmt.Printf("%-22s %9s %9s %9s %9s %9s %7s\n", "target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
+		for i, t := range ts[1:] {
+			for _, x := range []*target{base[i+1], t} {
+				l := sel.of(x)
+				fmt.Printf("%-22s %9d %9.3f %9.3f %9.3f %9.3f %7d\n", x.name, len(l), ms(pct(l, 0.5)), ms(pct(l, 0.9)), ms(pct(l, 0.99)), ms(pct(l, 1)), x.errors)
+			}
+		}
+		for i, t := range ts[1:] {
+			b, l := sel.of(base[i+1]), sel.of(t)
+			fmt.Printf("%s adds p50 %.3f ms, p99 %.3f ms over %s at the same time\n", t.name, ms(pct(l, 0.5)-pct(b, 0.5)), ms(pct(l, 0.99)-pct(b, 0.99)), ts[0].name)
+		}
 	}
 }
 
@@ -126,10 +189,31 @@ func run(client *fasthttp.Client, t *target, rate int, d time.Duration, record b
 				return
 			}
 			t.lat = append(t.lat, lat)
+			t.at = append(t.at, at)
 			t.svc = append(t.svc, done.Sub(sent))
 			t.late = append(t.late, sent.Sub(at))
 		}()
 	}
 	wg.Wait()
 	time.Sleep(200 * time.Millisecond)
+}
+
+// writeSamples writes one line per recorded request, for finding out whether
+// slow requests come alone or in bursts that hit every target alike.
+func writeSamples(path string, ts []*target) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, t := range ts {
+		for i, l := range t.lat {
+			fmt.Fprintf(w, "%s %d %d\n", t.name, t.at[i].UnixMicro(), l.Microseconds())
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
