@@ -3,7 +3,14 @@
 # loop): the echo app directly, through one sidecar, and through two
 # sidecars (client -> sidecar A -> internal port (the peer link) -> sidecar B -> app).
 #
-#   bench/latency.sh [-rate 1000] [-d 10s] [-r 3] [-paired] [-samples FILE]
+#   bench/latency.sh [-rate 1000] [-d 10s] [-r 3] [-paired] [-idle-poll] [-samples FILE]
+#
+# -idle-poll (root) holds a PM QoS request of 0 µs on /dev/cpu_dma_latency
+# while measuring, so that idle CPUs poll instead of halting, as latency
+# tuning does (tuned's latency-performance profile). On this virtual machine
+# (cpuidle haltpoll with guest_halt_poll_ns 0) a halted vCPU goes back to the
+# host, and on a busy host waking it can take milliseconds: without the
+# request the p99 measures the host as much as the proxies.
 #
 # -paired runs each target at the same time as the direct call (each at the
 # rate), so that what a target adds is counted against direct calls made in

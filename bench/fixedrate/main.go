@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +41,7 @@ func main() {
 	rounds := flag.Int("r", 3, "interleaved rounds")
 	warm := flag.Duration("warmup", 2*time.Second, "unrecorded load per target before the first round")
 	paired := flag.Bool("paired", false, "run each target at the same time as the first one (each at the rate), so that both meet the same moments of the machine; the first target's figures are kept per pairing")
+	idlePoll := flag.Bool("idle-poll", false, "hold a PM QoS request of 0 µs on /dev/cpu_dma_latency while measuring, so that idle CPUs poll instead of halting (root only), and print how often each idle state was entered")
 	samples := flag.String("samples", "", "write every recorded request to this file: target, scheduled send time (unix µs), latency (µs)")
 	flag.Parse()
 	if flag.NArg() == 0 {
@@ -53,6 +56,14 @@ func main() {
 			os.Exit(2)
 		}
 		ts = append(ts, &target{name: name, url: url})
+	}
+	if *idlePoll {
+		release, err := holdIdlePoll()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fixedrate: -idle-poll:", err)
+			os.Exit(1)
+		}
+		defer release()
 	}
 	client := &fasthttp.Client{MaxConnsPerHost: 4096, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	for _, t := range ts {
@@ -216,4 +227,62 @@ func writeSamples(path string, ts []*target) error {
 		return err
 	}
 	return f.Close()
+}
+
+// holdIdlePoll asks the kernel (PM QoS, /dev/cpu_dma_latency) for a CPU
+// wake-up latency of 0 µs until release is called: idle CPUs then poll
+// instead of entering a halt state. This is what latency tuning does
+// (tuned's latency-performance profile holds the same request). On a
+// virtual machine a halted vCPU goes back to the host, and waking it costs
+// what the host's scheduler makes it cost; release prints how often each
+// idle state was entered meanwhile, so a run shows the request was honoured.
+func holdIdlePoll() (release func(), err error) {
+	f, err := os.OpenFile("/dev/cpu_dma_latency", os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write([]byte{0, 0, 0, 0}); err != nil { // an int32 of 0 µs
+		f.Close()
+		return nil, err
+	}
+	before := idleStates()
+	return func() {
+		after := idleStates()
+		fmt.Print("idle-poll: PM QoS 0 µs held; idle states entered on cpu0 meanwhile:")
+		for _, st := range after {
+			n := st.usage
+			for _, b := range before {
+				if b.name == st.name {
+					n -= b.usage
+				}
+			}
+			fmt.Printf(" %s %d", st.name, n)
+		}
+		fmt.Println()
+		f.Close()
+	}, nil
+}
+
+type idleState struct {
+	name  string
+	usage int64
+}
+
+// idleStates reads cpu0's cpuidle states: name and times entered.
+func idleStates() []idleState {
+	dirs, _ := filepath.Glob("/sys/devices/system/cpu/cpu0/cpuidle/state*")
+	var out []idleState
+	for _, d := range dirs {
+		name, err1 := os.ReadFile(filepath.Join(d, "name"))
+		usage, err2 := os.ReadFile(filepath.Join(d, "usage"))
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(usage)), 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, idleState{strings.TrimSpace(string(name)), n})
+	}
+	return out
 }
