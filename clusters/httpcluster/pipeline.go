@@ -184,6 +184,9 @@ type pipeConn struct {
 	waiting  atomic.Int32
 	progress atomic.Int64
 	svc      atomic.Int64
+	// joining counts the callers that picked this connection and have not
+	// queued their call yet (see reserve).
+	joining atomic.Int32
 
 	wmu        sync.Mutex
 	spare      []byte
@@ -245,7 +248,8 @@ func (cl *pipeClient) DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, 
 // join. With stallAfter set, a busy connection is joined only while its
 // calls times the app's time per answer stay within the join budget and
 // an answer was read (or the queue became busy) within stallAfter; when
-// none may be joined, errPipesStalled.
+// none may be joined, errPipesStalled. The connection returned holds a
+// place for the caller's call (reserve): the caller's do releases it.
 func (cl *pipeClient) conn() (*pipeConn, error) {
 	if cl.closed.Load() {
 		return nil, fasthttp.ErrConnectionClosed
@@ -263,8 +267,11 @@ func (cl *pipeClient) conn() (*pipeConn, error) {
 		if pc == nil {
 			return cl.dialSlot(j)
 		}
-		w := int64(pc.waiting.Load())
-		if w == 0 {
+		w := pc.queued()
+		if w == 0 && pc.reserve(true, 0) {
+			if cl.stallAfter > 0 {
+				pc.progress.Store(time.Now().UnixNano()) // its queue is becoming busy
+			}
 			return pc, nil
 		}
 		if join != nil {
@@ -283,10 +290,39 @@ func (cl *pipeClient) conn() (*pipeConn, error) {
 		}
 		join = pc
 	}
-	if join != nil {
+	budget := int64(0)
+	if cl.stallAfter > 0 {
+		budget = cl.joinBudget
+	}
+	if join != nil && join.reserve(false, budget) {
 		return join, nil
 	}
 	return nil, errPipesStalled
+}
+
+// queued is how many calls are queued on pc or about to be.
+func (pc *pipeConn) queued() int64 { return int64(pc.waiting.Load()) + int64(pc.joining.Load()) }
+
+// reserve holds a place on pc for a caller about to queue a call (its do
+// releases it), so that callers arriving together count each other: with
+// idle, only if none is queued or held; with budget > 0, only while the
+// calls queued or held, times the app's time per answer, stay within it.
+// Without it a burst of callers all read the same count and all joined one
+// connection, past the budget.
+func (pc *pipeConn) reserve(idle bool, budget int64) bool {
+	for {
+		r := pc.joining.Load()
+		w := int64(pc.waiting.Load()) + int64(r)
+		if idle && w != 0 {
+			return false
+		}
+		if budget > 0 && w*pc.svc.Load() > budget {
+			return false
+		}
+		if pc.joining.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
 }
 
 // dialSlot dials slot i's connection (unless another caller just did).
@@ -300,6 +336,7 @@ func (cl *pipeClient) dialSlot(i int) (*pipeConn, error) {
 	}
 	defer cl.dialMu[i].Unlock()
 	if pc := cl.slots[i].Load(); pc != nil {
+		pc.joining.Add(1)
 		return pc, nil // dialed by the caller we waited for
 	}
 	nc, err := cl.dial(cl.addr)
@@ -309,6 +346,8 @@ func (cl *pipeClient) dialSlot(i int) (*pipeConn, error) {
 	pc := &pipeConn{cl: cl, slot: i, nc: nc, br: bufio.NewReaderSize(nc, 16384),
 		buf: make([]byte, 0, 4096), spare: make([]byte, 0, 4096)}
 	pc.svc.Store(int64(pipeSvcStart))
+	pc.joining.Store(1) // the caller's
+	pc.progress.Store(time.Now().UnixNano())
 	cl.slots[i].Store(pc)
 	go pc.readLoop()
 	if cl.closed.Load() {
@@ -360,6 +399,8 @@ func (cl *pipeClient) Close() {
 	}
 }
 
+// do queues req on pc, releasing the place conn held for it, and waits for
+// its answer.
 func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Response, timeout time.Duration) error {
 	call := pipeCallPool.Get().(*pipeCall)
 	call.resp = resp
@@ -368,12 +409,14 @@ func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Respon
 	pc.mu.Lock()
 	if pc.err != nil {
 		err := pc.err
+		pc.joining.Add(-1)
 		pc.mu.Unlock()
 		pc.cl.drop(pc) // so that the next try dials (fail may not have yet)
 		pipeCallPool.Put(call)
 		return fmt.Errorf("%w: %v", errPipeNotSent, err) // DoTimeout goes again
 	}
 	if len(pc.queue)-pc.head >= pipeMaxPending {
+		pc.joining.Add(-1)
 		pc.mu.Unlock()
 		pipeCallPool.Put(call)
 		return fasthttp.ErrPipelineOverflow
@@ -388,6 +431,7 @@ func (pc *pipeConn) do(req *fasthttp.Request, body []byte, resp *fasthttp.Respon
 		}
 	}
 	pc.waiting.Add(1)
+	pc.joining.Add(-1) // counted in waiting now
 	if pc.head > 0 && len(pc.queue) == cap(pc.queue) {
 		// Room at the front (the queue never drained): move down.
 		n := copy(pc.queue, pc.queue[pc.head:])

@@ -349,6 +349,7 @@ func TestPipeBrokenBatchRetriesIdempotentOnly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			pc.joining.Add(-1) // the place conn held: no call of this caller follows
 			// A flush is pending: both calls join it (as calls that arrive
 			// while its caller yields do), and the test writes the batch.
 			pc.mu.Lock()
@@ -646,6 +647,46 @@ func TestPipeSlowAppKeepsConcurrency(t *testing.T) {
 	atOnce(t, n, func(int) error { return call() })
 	if m := most.Load(); m < n/2 {
 		t.Errorf("at most %d of %d concurrent requests were in the app at once: they queued on the pipelined connection", m, n)
+	}
+}
+
+// TestPipeCallersArrivingTogetherCountEachOther: callers that pick a
+// connection at the same moment, before any of them has queued its call,
+// count each other against the join budget: past it they go around instead
+// of all taking the connection that looked idle to each of them.
+func TestPipeCallersArrivingTogetherCountEachOther(t *testing.T) {
+	a := startApp(t, nil)
+	cl := newPipeClient(a.addr, 1, plainDial, &fasthttp.HostClient{Addr: a.addr, Dial: plainDial}, DefaultPipelineStall)
+	t.Cleanup(cl.Close)
+	first, err := cl.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The app's time per answer: a caller may wait behind two calls, not
+	// behind three.
+	per := cl.joinBudget/3 + 1
+	first.svc.Store(per)
+	held := 1
+	for k := 2; k <= 4; k++ {
+		pc, err := cl.conn()
+		switch {
+		case k <= 3 && (err != nil || pc != first):
+			t.Fatalf("caller %d: %v, want to join the connection (%d calls ahead × %v within the budget %v)", k, err, k-1, time.Duration(per), time.Duration(cl.joinBudget))
+		case k == 4 && !errors.Is(err, errPipesStalled):
+			t.Fatalf("caller 4: %v, want errPipesStalled: three calls ahead × %v are past the budget %v, counting the callers that have not queued yet", err, time.Duration(per), time.Duration(cl.joinBudget))
+		}
+		if err == nil {
+			held++
+		}
+	}
+	first.joining.Add(int32(-held)) // none of those callers queues a call
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := cl.DoTimeout(pipeRequest("GET", "/m", ""), resp, 5*time.Second); err != nil {
+		t.Fatalf("a call after the places were given back: %v", err)
+	}
+	if n := first.queued(); n != 0 {
+		t.Errorf("%d calls queued or held after the last answer, want 0", n)
 	}
 }
 
