@@ -290,11 +290,7 @@ func (cl *pipeClient) conn() (*pipeConn, error) {
 		}
 		join = pc
 	}
-	budget := int64(0)
-	if cl.stallAfter > 0 {
-		budget = cl.joinBudget
-	}
-	if join != nil && join.reserve(false, budget) {
+	if join != nil && join.reserve(false, cl.joinBudget) { // 0 without stallAfter: no budget
 		return join, nil
 	}
 	return nil, errPipesStalled
