@@ -78,15 +78,15 @@ func main() {
 			run(client, t, *rate, *dur, true)
 		}
 	}
-	if *samples != "" {
-		if err := writeSamples(*samples, ts); err != nil {
-			fmt.Fprintln(os.Stderr, "fixedrate:", err)
-			os.Exit(1)
-		}
-	}
+	saveSamples(*samples, ts)
 	fmt.Printf("fixed rate %d req/s, %v x %d rounds per target (open loop)\n", *rate, *dur, *rounds)
-	table("latency from the scheduled send time", ts, func(t *target) []time.Duration { return t.lat })
-	table("latency from the moment the request was sent", ts, func(t *target) []time.Duration { return t.svc })
+	var adds []added
+	for _, t := range ts[1:] {
+		adds = append(adds, added{t, ts[0], "over " + ts[0].name})
+	}
+	for _, v := range views {
+		table(v, ts, adds)
+	}
 	for _, t := range ts {
 		fmt.Printf("%s: the sender was late by p50 %.3f ms, p99 %.3f ms\n", t.name, ms(pct(t.late, 0.5)), ms(pct(t.late, 0.99)))
 	}
@@ -97,62 +97,59 @@ func main() {
 // requests of the same moments. A machine whose latency moves from second to
 // second (a busy host under a virtual machine) then moves both alike.
 func pairedRounds(client *fasthttp.Client, ts []*target, rate int, d time.Duration, rounds int, samples string) {
-	base := make([]*target, len(ts))
-	for i, t := range ts[1:] {
-		base[i+1] = &target{name: ts[0].name + "/" + t.name, url: ts[0].url}
+	var rows []*target // each target after its own direct calls
+	var adds []added
+	for _, t := range ts[1:] {
+		b := &target{name: ts[0].name + "/" + t.name, url: ts[0].url}
+		rows = append(rows, b, t)
+		adds = append(adds, added{t, b, "over " + ts[0].name + " at the same time"})
 	}
 	for r := 0; r < rounds; r++ {
-		for i, t := range ts[1:] {
+		for _, a := range adds {
 			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() { defer wg.Done(); run(client, base[i+1], rate, d, true) }()
-			go func() { defer wg.Done(); run(client, t, rate, d, true) }()
+			for _, t := range []*target{a.base, a.t} {
+				wg.Add(1)
+				go func() { defer wg.Done(); run(client, t, rate, d, true) }()
+			}
 			wg.Wait()
 		}
 	}
-	all := append([]*target(nil), ts[1:]...)
-	all = append(all, base[1:]...)
-	if samples != "" {
-		if err := writeSamples(samples, all); err != nil {
-			fmt.Fprintln(os.Stderr, "fixedrate:", err)
-			os.Exit(1)
-		}
-	}
+	saveSamples(samples, rows)
 	fmt.Printf("fixed rate %d req/s per target, each target at the same time as %s, %v x %d rounds (open loop)\n", rate, ts[0].name, d, rounds)
-	for _, sel := range []struct {
-		title string
-		of    func(*target) []time.Duration
-	}{
-		{"latency from the scheduled send time", func(t *target) []time.Duration { return t.lat }},
-		{"latency from the moment the request was sent", func(t *target) []time.Duration { return t.svc }},
-	} {
-		fmt.Println(sel.title)
-		fmt.Printf("%-22s %9s %9s %9s %9s %9s %7s\n", "target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
-		for i, t := range ts[1:] {
-			for _, x := range []*target{base[i+1], t} {
-				l := sel.of(x)
-				fmt.Printf("%-22s %9d %9.3f %9.3f %9.3f %9.3f %7d\n", x.name, len(l), ms(pct(l, 0.5)), ms(pct(l, 0.9)), ms(pct(l, 0.99)), ms(pct(l, 1)), x.errors)
-			}
-		}
-		for i, t := range ts[1:] {
-			b, l := sel.of(base[i+1]), sel.of(t)
-			fmt.Printf("%s adds p50 %.3f ms, p99 %.3f ms over %s at the same time\n", t.name, ms(pct(l, 0.5)-pct(b, 0.5)), ms(pct(l, 0.99)-pct(b, 0.99)), ts[0].name)
-		}
+	for _, v := range views {
+		table(v, rows, adds)
 	}
 }
 
-// table prints p50/p90/p99/max of each target's latencies as of picks them,
-// and what each target adds at p50 and p99 over the first one.
-func table(title string, ts []*target, of func(*target) []time.Duration) {
-	fmt.Println(title)
-	fmt.Printf("%-12s %9s %9s %9s %9s %9s %7s\n", "target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
-	for _, t := range ts {
-		l := of(t)
-		fmt.Printf("%-12s %9d %9.3f %9.3f %9.3f %9.3f %7d\n", t.name, len(l), ms(pct(l, 0.5)), ms(pct(l, 0.9)), ms(pct(l, 0.99)), ms(pct(l, 1)), t.errors)
+// view is one way of counting a request's latency.
+type view struct {
+	title string
+	of    func(*target) []time.Duration
+}
+
+var views = []view{
+	{"latency from the scheduled send time", func(t *target) []time.Duration { return t.lat }},
+	{"latency from the moment the request was sent", func(t *target) []time.Duration { return t.svc }},
+}
+
+// added is a target whose latency is compared with base's.
+type added struct {
+	t, base *target
+	over    string
+}
+
+// table prints p50/p90/p99/max of each row's latencies as v counts them, and
+// what each of adds adds over its base at p50 and p99.
+func table(v view, rows []*target, adds []added) {
+	fmt.Println(v.title)
+	fmt.Printf("%-22s %9s %9s %9s %9s %9s %7s\n", "target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
+	for _, t := range rows {
+		l := v.of(t)
+		fmt.Printf("%-22s %9d %9.3f %9.3f %9.3f %9.3f %7d\n", t.name, len(l), ms(pct(l, 0.5)), ms(pct(l, 0.9)), ms(pct(l, 0.99)), ms(pct(l, 1)), t.errors)
 	}
-	base, basep50 := pct(of(ts[0]), 0.99), pct(of(ts[0]), 0.50)
-	for _, t := range ts[1:] {
-		fmt.Printf("%s adds p50 %.3f ms, p99 %.3f ms over %s\n", t.name, ms(pct(of(t), 0.5)-basep50), ms(pct(of(t), 0.99)-base), ts[0].name)
+	for _, a := range adds {
+		l, b := v.of(a.t), v.of(a.base)
+		fmt.Printf("%s adds p50 %.3f ms, p99 %.3f ms %s\n", a.t.name, ms(pct(l, 0.5)-pct(b, 0.5)), ms(pct(l, 0.99)-pct(b, 0.99)), a.over)
 	}
 }
 
@@ -209,8 +206,19 @@ func run(client *fasthttp.Client, t *target, rate int, d time.Duration, record b
 	time.Sleep(200 * time.Millisecond)
 }
 
-// writeSamples writes one line per recorded request, for finding out whether
-// slow requests come alone or in bursts that hit every target alike.
+// saveSamples writes one line per recorded request to path (if set), for
+// finding out whether slow requests come alone or in bursts that hit every
+// target alike.
+func saveSamples(path string, ts []*target) {
+	if path == "" {
+		return
+	}
+	if err := writeSamples(path, ts); err != nil {
+		fmt.Fprintln(os.Stderr, "fixedrate:", err)
+		os.Exit(1)
+	}
+}
+
 func writeSamples(path string, ts []*target) error {
 	f, err := os.Create(path)
 	if err != nil {
